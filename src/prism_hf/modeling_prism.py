@@ -1,0 +1,654 @@
+"""`PrismForMaskedDiffusion`: any masked diffusion backbone plus a per-token quality head."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration_prism import PRISM_FORMAT_VERSION, PrismConfig
+from .families import BackboneFamily, get_family, hidden_size_of, resolve_mask_token_id, vocab_size_of
+from .heads import get_head_class
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["PrismModelOutput", "PrismPreTrainedModel", "PrismForMaskedDiffusion", "CHECKPOINT_WEIGHTS_NAME"]
+
+CHECKPOINT_WEIGHTS_NAME = "model.safetensors"
+ADAPTER_DIRNAME = "adapter"
+_CAPTURE_ATTR = "_prism_captured_hidden_state"
+
+
+@dataclass
+class PrismModelOutput(ModelOutput):
+    """Output of [`PrismForMaskedDiffusion`].
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            The unmasking posterior's logits; position ``i`` describes token ``i`` for every family.
+        quality_logits (`torch.FloatTensor` of shape `(batch_size, sequence_length)`):
+            Quality head logits (float32); ``sigmoid(quality_logits)`` estimates
+            ``Pr[x_i = y_i | y with position i masked]``.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            The hidden state the head read, returned when ``output_last_hidden_state=True``.
+    """
+
+    logits: Optional[torch.FloatTensor] = None
+    quality_logits: Optional[torch.FloatTensor] = None
+    last_hidden_state: Optional[torch.FloatTensor] = None
+
+    @property
+    def quality(self) -> Optional[torch.Tensor]:
+        """``sigmoid(quality_logits)``, shape ``(batch_size, sequence_length)``, values in ``(0, 1)``."""
+        return None if self.quality_logits is None else torch.sigmoid(self.quality_logits)
+
+
+def _capture_hook(module: nn.Module, args: Any, output: Any) -> None:
+    # A plain function (not a closure over the PRISM model) so that deep copies of the model keep working.
+    hidden = output
+    if isinstance(output, ModelOutput):
+        hidden = output[0]
+    elif isinstance(output, (tuple, list)):
+        hidden = output[0]
+    setattr(module, _CAPTURE_ATTR, hidden)
+
+
+def _is_peft_model(module: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a core dependency
+        return False
+    return isinstance(module, PeftModel)
+
+
+def _validate_input_ids(input_ids: Any) -> None:
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids with shape (batch, seq_len); got {type(input_ids).__name__}.")
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(
+            f"input_ids must hold integer token ids (torch.long); got dtype={input_ids.dtype}. Did you pass embeddings or "
+            "probabilities instead of ids?"
+        )
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have rank 2, shape (batch, seq_len); got rank {input_ids.dim()} with shape {tuple(input_ids.shape)}. "
+            "Use input_ids.unsqueeze(0) for a single sequence."
+        )
+
+
+class PrismPreTrainedModel(PreTrainedModel):
+    config_class = PrismConfig
+    base_model_prefix = "prism"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def initialize_weights(self):
+        # The backbone arrives initialised (pretrained, or by its own post_init) and heads initialise
+        # themselves; re-running transformers' initialisation here would overwrite pretrained weights.
+        return None
+
+
+class PrismForMaskedDiffusion(PrismPreTrainedModel):
+    """A masked diffusion backbone with a PRISM quality head.
+
+    One backbone forward gives both the unmasking posterior (``logits``) and the per-token quality
+    (``quality_logits``): a forward hook captures the backbone's last hidden state, so the backbone is
+    never asked to return the hidden states of every layer.
+
+    Build one with [`~PrismForMaskedDiffusion.from_backbone`]; reload a saved one with `from_pretrained`
+    (or `AutoModel.from_pretrained`).
+    """
+
+    def __init__(self, config: PrismConfig, backbone: Optional[nn.Module] = None):
+        super().__init__(config)
+        if config.backbone_family is None:
+            raise ValueError("PrismConfig.backbone_family is None; build the model with PrismForMaskedDiffusion.from_backbone(...).")
+        self.family: BackboneFamily = get_family(config.backbone_family)
+        if backbone is None:
+            backbone = _backbone_from_config(config, self.family)
+        self.backbone = backbone
+        if config.hidden_size is None:
+            config.hidden_size = hidden_size_of(self._raw_backbone().config)
+        self.quality_head = get_head_class(config.head_type)(config.hidden_size, **config.head_kwargs)
+        self._install_hidden_state_hook()
+        self.post_init()
+
+    # ----- backbone plumbing -------------------------------------------------------------------------
+    def _raw_backbone(self) -> nn.Module:
+        """The backbone without a PEFT wrapper."""
+        return self.backbone.get_base_model() if _is_peft_model(self.backbone) else self.backbone
+
+    def _hidden_state_module(self) -> nn.Module:
+        module = self._raw_backbone()
+        path = self.family.hidden_state_module
+        if path is None:
+            return module.base_model
+        for part in path.split("."):
+            if not hasattr(module, part):
+                raise AttributeError(
+                    f"Family {self.family.name!r} expects the last hidden state at backbone.{path}, but "
+                    f"{type(module).__name__} has no attribute {part!r}. Re-register the family with the right "
+                    "`hidden_state_module` (prism_hf.families.replace_family)."
+                )
+            module = getattr(module, part)
+        return module
+
+    def _install_hidden_state_hook(self) -> None:
+        module = self._hidden_state_module()
+        if not getattr(module, "_prism_hook_installed", False):
+            module.register_forward_hook(_capture_hook)
+            module._prism_hook_installed = True
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.mask_token_id
+
+    @property
+    def backbone_training(self) -> str:
+        return self.config.backbone_training
+
+    def get_input_embeddings(self):
+        return self._raw_backbone().get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self._raw_backbone().set_input_embeddings(value)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        raw = self._raw_backbone()
+        if not getattr(raw, "supports_gradient_checkpointing", False):
+            raise ValueError(f"The {type(raw).__name__} backbone does not support gradient checkpointing.")
+        raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        if _is_peft_model(self.backbone):
+            # With a frozen embedding layer the checkpointed blocks would see inputs without grad.
+            raw.enable_input_require_grads()
+
+    def gradient_checkpointing_disable(self):
+        self._raw_backbone().gradient_checkpointing_disable()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return getattr(self._raw_backbone(), "is_gradient_checkpointing", False)
+
+    # ----- training modes ----------------------------------------------------------------------------
+    def set_backbone_training(self, mode: str) -> None:
+        """Record how the backbone is trained (``"full"``, ``"lora"``, ``"frozen"``) and set ``requires_grad``.
+
+        ``"lora"`` requires a PEFT-wrapped backbone (see [`enable_lora`]). The mode decides what
+        `save_pretrained` writes: trained weights are always saved, untouched ones never duplicated.
+        """
+        if mode not in ("full", "lora", "frozen"):
+            raise ValueError(f"mode={mode!r} is not valid; choose one of ['full', 'lora', 'frozen'].")
+        if mode == "lora" and not _is_peft_model(self.backbone):
+            raise ValueError("mode='lora' needs a LoRA-wrapped backbone: call model.enable_lora(LoraConfig(...)) instead.")
+        if mode != "lora" and _is_peft_model(self.backbone):
+            raise ValueError(f"mode={mode!r} but the backbone carries a LoRA adapter; merge or remove it first.")
+        if mode == "full":
+            self.backbone.requires_grad_(True)
+        elif mode == "frozen":
+            self.backbone.requires_grad_(False)
+        self.config.backbone_training = mode
+
+    def freeze_backbone(self) -> "PrismForMaskedDiffusion":
+        """Train only the quality head (checkpoints then hold only the head when the backbone has a reference)."""
+        self.set_backbone_training("frozen")
+        return self
+
+    def enable_lora(self, peft_config: Any = None, **lora_kwargs) -> "PrismForMaskedDiffusion":
+        """Wrap the backbone with a PEFT adapter (LoRA by default); the quality head stays fully trainable.
+
+        Args:
+            peft_config (`peft.PeftConfig`, *optional*): The adapter configuration. When omitted, a
+                `LoraConfig(**lora_kwargs)` is built.
+        """
+        from peft import LoraConfig, get_peft_model
+
+        if _is_peft_model(self.backbone):
+            raise ValueError("The backbone already carries a PEFT adapter.")
+        if peft_config is None:
+            peft_config = LoraConfig(**lora_kwargs)
+        elif lora_kwargs:
+            raise ValueError("Pass either peft_config or LoRA keyword arguments, not both.")
+        self.backbone = get_peft_model(self.backbone, peft_config)
+        self.config.backbone_training = "lora"
+        self.quality_head.requires_grad_(True)
+        return self
+
+    # ----- forward ------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        output_last_hidden_state: bool = False,
+        return_dict: Optional[bool] = None,
+        **backbone_kwargs,
+    ) -> Union[PrismModelOutput, tuple]:
+        """Run the backbone once; return the posterior logits and the quality logits.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): Token ids, with
+                ``config.mask_token_id`` at masked positions.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real
+                tokens, 0 for padding. Converted to the backbone family's convention.
+            output_last_hidden_state (`bool`): Also return the hidden state read by the head.
+            return_dict (`bool`, *optional*): Return a [`PrismModelOutput`] (default) or a tuple.
+            backbone_kwargs: Passed on to the backbone's forward.
+        """
+        _validate_input_ids(input_ids)
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(attention_mask.shape)}."
+            )
+        input_ids = input_ids.long()
+        inputs = self.family.backbone_inputs(input_ids, attention_mask)
+        inputs.update(backbone_kwargs)
+        capture_module = self._hidden_state_module()
+        try:
+            outputs = self.backbone(**inputs)
+            hidden = getattr(capture_module, _CAPTURE_ATTR, None)
+        finally:
+            if hasattr(capture_module, _CAPTURE_ATTR):
+                delattr(capture_module, _CAPTURE_ATTR)
+        if hidden is None:
+            raise RuntimeError(
+                f"The {self.family.name!r} family's hidden-state module did not run during the backbone forward; "
+                "check `hidden_state_module` in its registry entry."
+            )
+        logits = getattr(outputs, self.family.logits_attr, None)
+        if logits is None:
+            logits = outputs[0]
+        logits = self.family.align(logits)
+        hidden = self.family.align(hidden)
+        head_dtype = next(self.quality_head.parameters()).dtype
+        quality_logits = self.quality_head(hidden.to(head_dtype), attention_mask).float()
+        output = PrismModelOutput(
+            logits=logits,
+            quality_logits=quality_logits,
+            last_hidden_state=hidden if output_last_hidden_state else None,
+        )
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    # ----- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: Union[str, os.PathLike, PreTrainedModel],
+        *,
+        mask_token_id: Optional[int] = None,
+        head: str = "mlp",
+        head_kwargs: Optional[Dict[str, Any]] = None,
+        tokenizer: Any = None,
+        hidden_size: Optional[int] = None,
+        backbone_training: str = "full",
+        revision: Optional[str] = None,
+        trust_remote_code: bool = False,
+        dtype: Any = None,
+        **load_kwargs,
+    ) -> "PrismForMaskedDiffusion":
+        """Wrap a masked diffusion backbone and add a fresh quality head.
+
+        Args:
+            backbone (`str`, `os.PathLike` or `PreTrainedModel`): A Hub id or local path (loaded with the
+                family's Auto class), or an already loaded model.
+            mask_token_id (`int`, *optional*): Overrides the mask id found in the backbone config / tokenizer.
+            head (`str`): Quality head type: ``"linear"``, ``"mlp"``, ``"transformer"`` or a registered name.
+            head_kwargs (`dict`, *optional*): Constructor arguments of the head.
+            tokenizer (*optional*): Tokenizer whose ``mask_token_id`` is used when the config has none. When
+                ``backbone`` is a Hub id or path and no mask id is found, its tokenizer is tried.
+            hidden_size (`int`, *optional*): Width of the last hidden state when the config does not say.
+            backbone_training (`str`): ``"full"`` (default), ``"frozen"``; use `enable_lora` for LoRA.
+            revision (`str`, *optional*): Hub revision of the backbone; the resolved commit is recorded.
+            trust_remote_code (`bool`): Needed for remote-code families (LLaDA, Dream, MDLM). Never turned
+                on for you.
+            dtype (*optional*): Load dtype of the backbone, e.g. ``torch.bfloat16``.
+            load_kwargs: Other `from_pretrained` arguments of the backbone (``cache_dir``, ``token``, ...).
+        """
+        get_head_class(head)  # fail early on an unknown head type
+        reference = None
+        if isinstance(backbone, (str, os.PathLike)):
+            reference = str(backbone)
+            backbone_model = _load_backbone(
+                reference, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, **load_kwargs
+            )
+            revision = revision or getattr(backbone_model.config, "_commit_hash", None)
+        elif isinstance(backbone, nn.Module):
+            backbone_model = backbone
+            name = getattr(getattr(backbone, "config", None), "_name_or_path", "") or ""
+            reference = name or None
+            revision = revision or getattr(getattr(backbone, "config", None), "_commit_hash", None)
+        else:
+            raise TypeError(
+                f"backbone must be a Hub id, a local path or a loaded model; got {type(backbone).__name__}."
+            )
+        if _is_peft_model(backbone_model):
+            raise ValueError("Pass the plain backbone and call .enable_lora(...) on the PRISM model instead of a PeftModel.")
+        family = get_family(getattr(backbone_model.config, "model_type", None) or "")
+        if mask_token_id is None and tokenizer is None and reference is not None:
+            cfg_has_mask = getattr(backbone_model.config, family.mask_token_id_attr, None) is not None
+            if not cfg_has_mask:
+                tokenizer = _try_load_tokenizer(reference, revision=revision, trust_remote_code=trust_remote_code)
+        mask_id = resolve_mask_token_id(family, backbone_model.config, tokenizer=tokenizer, mask_token_id=mask_token_id)
+        config = PrismConfig(
+            backbone_config=backbone_model.config.to_dict(),
+            backbone_name_or_path=reference,
+            backbone_revision=revision,
+            backbone_trust_remote_code=trust_remote_code,
+            backbone_family=backbone_model.config.model_type,
+            backbone_training="full",
+            head_type=head,
+            head_kwargs=head_kwargs,
+            hidden_size=hidden_size or hidden_size_of(backbone_model.config),
+            mask_token_id=mask_id,
+            vocab_size=vocab_size_of(backbone_model.config),
+        )
+        model = cls(config, backbone=backbone_model)
+        backbone_param = next(backbone_model.parameters(), None)
+        if backbone_param is not None:
+            model.quality_head.to(device=backbone_param.device, dtype=backbone_param.dtype if backbone_param.is_floating_point() else None)
+        if backbone_training != "full":
+            model.set_backbone_training(backbone_training)
+        return model
+
+    # ----- serialisation ------------------------------------------------------------------------------
+    def _saves_backbone_weights(self) -> bool:
+        return self.config.backbone_name_or_path is None or self.config.backbone_training == "full"
+
+    def save_pretrained(
+        self,
+        save_directory: Union[str, os.PathLike],
+        is_main_process: bool = True,
+        state_dict: Optional[Dict[str, torch.Tensor]] = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the checkpoint as safetensors (never pickle).
+
+        Layout: ``config.json``, ``model.safetensors`` (the head, plus the backbone's weights only when the
+        backbone is fully fine-tuned or has no Hub/path reference), ``adapter/`` (the PEFT adapter when
+        LoRA is used) and ``README.md`` (model card). A LoRA checkpoint of an 8B backbone is megabytes.
+        """
+        if kwargs.pop("safe_serialization", True) is False:
+            raise ValueError("safe_serialization=False is not supported: PRISM checkpoints are always safetensors.")
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory={str(save_directory)!r} is a file; pass a directory.")
+        if push_to_hub:
+            return self.push_to_hub(kwargs.pop("repo_id", Path(save_directory).name), **kwargs)
+        if not is_main_process:
+            return None
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        is_lora = _is_peft_model(self.backbone)
+        if is_lora:
+            self.config.backbone_training = "lora"
+        saves_backbone = self._saves_backbone_weights()
+        if state_dict is None:
+            state_dict = self.state_dict()
+        to_save = {}
+        seen = {}
+        for key, tensor in state_dict.items():
+            if key.startswith("backbone.") and not saves_backbone:
+                continue
+            ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)) if tensor.device.type != "meta" else None
+            if ptr is not None and ptr in seen:
+                continue  # tied weights are stored once; loading restores the tie
+            if ptr is not None:
+                seen[ptr] = key
+            to_save[key] = tensor.detach().contiguous().cpu()
+        save_file(to_save, str(save_directory / CHECKPOINT_WEIGHTS_NAME), metadata={"format": "pt", "prism_format_version": str(PRISM_FORMAT_VERSION)})
+        if is_lora:
+            self.backbone.save_pretrained(str(save_directory / ADAPTER_DIRNAME))
+        self.config.backbone_weights_saved = saves_backbone
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(save_directory)
+        (save_directory / "README.md").write_text(_model_card(self.config, list(to_save)), encoding="utf-8")
+        return None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: Union[str, os.PathLike],
+        *model_args,
+        backbone: Union[None, str, os.PathLike, nn.Module] = None,
+        trust_remote_code: Optional[bool] = None,
+        dtype: Any = None,
+        revision: Optional[str] = None,
+        is_trainable: bool = False,
+        device: Union[None, str, torch.device] = None,
+        **kwargs,
+    ) -> "PrismForMaskedDiffusion":
+        """Load a PRISM checkpoint saved by `save_pretrained` (local folder or Hub repo).
+
+        The backbone is resolved from the reference recorded in the config (Hub id + revision, or a path)
+        unless the checkpoint holds its full weights; pass ``backbone=`` (a loaded model or a local path)
+        to point it elsewhere, e.g. when offline.
+
+        Args:
+            pretrained_model_name_or_path: Folder or Hub repo id of the PRISM checkpoint.
+            backbone (*optional*): Backbone to use instead of the recorded reference.
+            trust_remote_code (`bool`, *optional*): Must be ``True`` when the backbone family needs remote code.
+            dtype (*optional*): Cast the model to this dtype (``"auto"`` keeps the stored dtypes).
+            revision (`str`, *optional*): Revision of the PRISM checkpoint repo.
+            is_trainable (`bool`): Load the LoRA adapter as trainable (to continue training).
+            device (*optional*): Move the model there after loading.
+        """
+        kwargs.pop("config", None)  # given by AutoModel; we always read our own config.json
+        for unused in ("use_safetensors", "_from_auto", "_from_pipeline", "low_cpu_mem_usage", "attn_implementation",
+                       "adapter_kwargs", "code_revision", "_commit_hash", "proxies", "user_agent"):
+            kwargs.pop(unused, None)
+        hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+        if kwargs:
+            raise TypeError(f"Unexpected keyword arguments for PrismForMaskedDiffusion.from_pretrained: {sorted(kwargs)}.")
+        folder = _resolve_checkpoint_folder(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        version = raw.get("prism_format_version", 0)
+        if raw.get("model_type") != PrismConfig.model_type:
+            raise ValueError(
+                f"{str(pretrained_model_name_or_path)!r} is not a PRISM checkpoint (model_type={raw.get('model_type')!r}). "
+                "To wrap a plain backbone use PrismForMaskedDiffusion.from_backbone(...)."
+            )
+        if version > PRISM_FORMAT_VERSION:
+            raise ValueError(
+                f"Checkpoint {str(pretrained_model_name_or_path)!r} has prism_format_version={version}, newer than the "
+                f"{PRISM_FORMAT_VERSION} this prism_hf reads. Upgrade prism_hf (pip install -U prism-hf)."
+            )
+        config = PrismConfig.from_dict(raw)
+        family = get_family(config.backbone_family)
+        stored_backbone = bool(raw.get("backbone_weights_saved", config.backbone_name_or_path is None))
+        adapter_dir = folder / ADAPTER_DIRNAME
+
+        if isinstance(backbone, nn.Module):
+            backbone_model = backbone
+        elif backbone is not None:
+            backbone_model = _load_backbone(str(backbone), trust_remote_code=bool(trust_remote_code), dtype=dtype)
+        elif stored_backbone:
+            backbone_model = _backbone_from_config(config, family, trust_remote_code=trust_remote_code)
+        else:
+            if config.backbone_trust_remote_code and trust_remote_code is not True:
+                raise ValueError(
+                    f"The backbone {config.backbone_name_or_path!r} of this checkpoint runs remote code. Pass "
+                    "trust_remote_code=True to from_pretrained if you trust it (it is never turned on for you)."
+                )
+            try:
+                backbone_model = _load_backbone(
+                    config.backbone_name_or_path,
+                    revision=config.backbone_revision,
+                    trust_remote_code=bool(trust_remote_code),
+                    dtype=dtype,
+                )
+            except (OSError, ValueError) as err:
+                raise OSError(
+                    f"Cannot load the backbone {config.backbone_name_or_path!r} (revision {config.backbone_revision!r}) that "
+                    f"this PRISM checkpoint builds on: {err}\nIf you are offline, download the backbone first (or unset "
+                    "HF_HUB_OFFLINE), or pass backbone=<a loaded model or a local folder> to from_pretrained."
+                ) from err
+        if adapter_dir.is_dir():
+            from peft import PeftModel
+
+            backbone_model = PeftModel.from_pretrained(backbone_model, str(adapter_dir), is_trainable=is_trainable)
+        model = cls(config, backbone=backbone_model)
+        state = load_file(str(folder / CHECKPOINT_WEIGHTS_NAME))
+        model._load_checkpoint_state(state, stored_backbone=stored_backbone)
+        if dtype is not None and dtype != "auto":
+            model.to(dtype=dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype))
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return model
+
+    def _load_checkpoint_state(self, state: Dict[str, torch.Tensor], stored_backbone: bool) -> None:
+        own = self.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        if unexpected:
+            raise ValueError(
+                f"Checkpoint weights do not match this model: unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}."
+            )
+        # Missing keys are allowed only where the layout says so: the backbone when it is referenced, and
+        # tensors that share storage with a stored one (tied weights).
+        stored_ptrs = {(own[k].untyped_storage().data_ptr(), own[k].storage_offset(), tuple(own[k].shape)) for k in state}
+        missing = []
+        for key, tensor in own.items():
+            if key in state:
+                continue
+            if key.startswith("backbone.") and (not stored_backbone or "lora_" in key):
+                continue
+            if (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)) in stored_ptrs:
+                continue
+            missing.append(key)
+        if missing:
+            raise ValueError(f"Checkpoint is missing weights {missing[:5]}{'...' if len(missing) > 5 else ''}.")
+        with torch.no_grad():
+            params = dict(self.named_parameters(remove_duplicate=False))
+            buffers = dict(self.named_buffers(remove_duplicate=False))
+            for key, value in state.items():
+                target = params.get(key, buffers.get(key))
+                if target is None:
+                    raise ValueError(f"Checkpoint key {key!r} is neither a parameter nor a buffer of the model.")
+                target.copy_(value.to(dtype=target.dtype, device=target.device))
+
+
+# ----- helpers ----------------------------------------------------------------------------------------
+def _load_backbone(name_or_path: str, *, revision=None, trust_remote_code=False, dtype=None, **load_kwargs) -> PreTrainedModel:
+    import transformers
+
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code, **load_kwargs)
+    family = get_family(config.model_type)
+    auto_cls = getattr(transformers, family.auto_class)
+    if dtype is not None:
+        load_kwargs["dtype"] = dtype
+    return auto_cls.from_pretrained(
+        name_or_path, config=config, revision=revision, trust_remote_code=trust_remote_code, **load_kwargs
+    )
+
+
+def _backbone_from_config(config: PrismConfig, family: BackboneFamily, trust_remote_code: Optional[bool] = None) -> PreTrainedModel:
+    import transformers
+
+    if not config.backbone_config:
+        raise ValueError("PrismConfig.backbone_config is empty; cannot rebuild the backbone.")
+    backbone_dict = dict(config.backbone_config)
+    model_type = backbone_dict.pop("model_type", config.backbone_family)
+    try:
+        backbone_config = AutoConfig.for_model(model_type, **backbone_dict)
+    except ValueError as err:
+        raise ValueError(
+            f"Cannot rebuild a backbone of model_type={model_type!r} from its config: {err}. For a remote-code family, "
+            "register its config and model classes with AutoConfig/AutoModel first, or pass backbone= to from_pretrained."
+        ) from err
+    auto_cls = getattr(transformers, family.auto_class)
+    kwargs = {"trust_remote_code": trust_remote_code} if trust_remote_code else {}
+    return auto_cls.from_config(backbone_config, **kwargs)
+
+
+def _try_load_tokenizer(name_or_path: str, revision=None, trust_remote_code=False):
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as err:  # a missing tokenizer only matters if no mask id is found; that error says so
+        logger.info("No tokenizer found at %s (%s); relying on the config for the mask token.", name_or_path, err)
+        return None
+
+
+def _resolve_checkpoint_folder(name_or_path, revision=None, **hub_kwargs) -> Path:
+    path = Path(name_or_path)
+    subfolder = hub_kwargs.pop("subfolder", None)
+    if path.is_dir():
+        folder = path / subfolder if subfolder else path
+        if not (folder / "config.json").is_file():
+            raise OSError(f"{str(folder)!r} has no config.json; is it a PRISM checkpoint saved with save_pretrained?")
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(
+            str(name_or_path),
+            revision=revision,
+            allow_patterns=[f"{subfolder + '/' if subfolder else ''}{p}" for p in ("config.json", CHECKPOINT_WEIGHTS_NAME, f"{ADAPTER_DIRNAME}/*", "README.md")],
+            **hub_kwargs,
+        )
+    except Exception as err:
+        raise OSError(
+            f"{str(name_or_path)!r} is neither a local folder nor a reachable Hub repo ({type(err).__name__}: {err}). "
+            "Check the path, or go online / pre-download the repo when HF_HUB_OFFLINE=1."
+        ) from err
+    return Path(local) / subfolder if subfolder else Path(local)
+
+
+def _model_card(config: PrismConfig, saved_keys) -> str:
+    base = config.backbone_name_or_path
+    n_backbone = sum(k.startswith("backbone.") for k in saved_keys)
+    contents = {
+        "full": "the full fine-tuned backbone weights and the quality head",
+        "lora": "the LoRA adapter (adapter/) and the quality head",
+        "frozen": "the quality head only (the backbone is unchanged)",
+    }[config.backbone_training]
+    if base is None:
+        contents = "the full backbone weights (no Hub reference) and the quality head"
+    lines = [
+        "---",
+        "library_name: prism_hf",
+        "tags:",
+        "- prism",
+        "- masked-diffusion",
+        "- self-correction",
+    ]
+    if base:
+        lines.append(f"base_model: {base}")
+    lines += [
+        "---",
+        "",
+        "# PRISM self-correcting masked diffusion model",
+        "",
+        "A [PRISM](https://arxiv.org/abs/2510.01384) checkpoint made with `prism_hf`: a masked diffusion backbone plus a "
+        "per-token quality head that estimates Pr[token is right | rest of the sequence], used at inference to remask "
+        "and revise low-quality tokens.",
+        "",
+        f"- Backbone: `{base or 'stored in this checkpoint'}`" + (f" (revision `{config.backbone_revision}`)" if config.backbone_revision else ""),
+        f"- Backbone family: `{config.backbone_family}`; mask token id {config.mask_token_id}",
+        f"- Backbone training: `{config.backbone_training}`",
+        f"- Quality head: `{config.head_type}` {json.dumps(config.head_kwargs) if config.head_kwargs else ''}".rstrip(),
+        f"- This checkpoint stores {contents} ({len(saved_keys)} tensors, {n_backbone} of them backbone tensors).",
+    ]
+    if config.recipe:
+        lines += ["", "## Training recipe", "", "```json", json.dumps(config.recipe, indent=2, sort_keys=True, default=str), "```"]
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from prism_hf import PrismForMaskedDiffusion",
+        "",
+        "model = PrismForMaskedDiffusion.from_pretrained(\"<this repo or folder>\"" + (", trust_remote_code=True" if config.backbone_trust_remote_code else "") + ")",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
