@@ -173,10 +173,6 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
     def gradient_checkpointing_disable(self):
         self._raw_backbone().gradient_checkpointing_disable()
 
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return getattr(self._raw_backbone(), "is_gradient_checkpointing", False)
-
     # ----- training modes ----------------------------------------------------------------------------
     def set_backbone_training(self, mode: str) -> None:
         """Record how the backbone is trained (``"full"``, ``"lora"``, ``"frozen"``) and set ``requires_grad``.
@@ -372,6 +368,12 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
     ) -> None:
         """Save the checkpoint as safetensors (never pickle).
 
+        Args:
+            save_directory: Folder to write (created if missing).
+            is_main_process (`bool`): Only the main process writes (distributed training).
+            state_dict (`dict`, *optional*): Weights to save instead of ``self.state_dict()`` (e.g. gathered by DeepSpeed).
+            push_to_hub (`bool`): Also upload the folder with [`push_to_hub`] (``repo_id`` kwarg, default the folder name).
+
         Layout: ``config.json``, ``model.safetensors`` (the head, plus the backbone's weights only when the
         backbone is fully fine-tuned or has no Hub/path reference), ``adapter/`` (the PEFT adapter when
         LoRA is used) and ``README.md`` (model card). A LoRA checkpoint of an 8B backbone is megabytes.
@@ -380,8 +382,6 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             raise ValueError("safe_serialization=False is not supported: PRISM checkpoints are always safetensors.")
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory={str(save_directory)!r} is a file; pass a directory.")
-        if push_to_hub:
-            return self.push_to_hub(kwargs.pop("repo_id", Path(save_directory).name), **kwargs)
         if not is_main_process:
             return None
         save_directory = Path(save_directory)
@@ -403,6 +403,12 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             if ptr is not None:
                 seen[ptr] = key
             to_save[key] = tensor.detach().contiguous().cpu()
+        (save_directory / CHECKPOINT_WEIGHTS_NAME).unlink(missing_ok=True)
+        adapter_dir = save_directory / ADAPTER_DIRNAME
+        if adapter_dir.is_dir() and not is_lora:
+            import shutil
+
+            shutil.rmtree(adapter_dir)  # a stale adapter from an earlier save would be loaded back
         save_file(to_save, str(save_directory / CHECKPOINT_WEIGHTS_NAME), metadata={"format": "pt", "prism_format_version": str(PRISM_FORMAT_VERSION)})
         if is_lora:
             self.backbone.save_pretrained(str(save_directory / ADAPTER_DIRNAME))
@@ -410,7 +416,45 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
         (save_directory / "README.md").write_text(_model_card(self.config, list(to_save)), encoding="utf-8")
+        if push_to_hub:
+            self.push_to_hub(kwargs.pop("repo_id", save_directory.name), **kwargs)
         return None
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: Union[bool, str, None] = None,
+        revision: Optional[str] = None,
+        create_pr: bool = False,
+        **kwargs,
+    ):
+        """Save with `save_pretrained` (adapter-only when LoRA) and upload the folder, model card included.
+
+        Args:
+            repo_id (`str`): ``"user/name"`` of the Hub repo (created if missing).
+            commit_message (`str`, *optional*): Defaults to ``"Upload PRISM checkpoint"``.
+            private, token, revision, create_pr: As in `huggingface_hub.HfApi.upload_folder`.
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        if not repo_id or not isinstance(repo_id, str):
+            raise ValueError(f"repo_id={repo_id!r} must be a Hub repo id such as 'user/prism-llada-code'.")
+        api = HfApi(token=token if isinstance(token, str) else None)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp_dir,
+                commit_message=commit_message or "Upload PRISM checkpoint",
+                revision=revision,
+                create_pr=create_pr,
+            )
 
     @classmethod
     def from_pretrained(
