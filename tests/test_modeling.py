@@ -413,3 +413,15 @@ def test_backbone_training_mode_is_validated():
 
 def test_all_tiny_builders_are_covered():
     assert set(TINY_BUILDERS) == {"bert", "modernbert", "llada", "dream", "mdlm"}
+
+
+def test_tiny_char_tokenizer_round_trips_and_has_chat_template():
+    from prism_hf.testing import tiny_char_tokenizer
+
+    tokenizer = tiny_char_tokenizer()
+    text = "def add(a, b):\n\treturn a + b  # ok"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat == "<|user|>hi<|eos|><|assistant|>"
+    model = PrismForMaskedDiffusion.from_backbone(tiny_llada(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id))
+    assert model.mask_token_id == tokenizer.mask_token_id

@@ -42,6 +42,7 @@ __all__ = [
     "tiny_dream",
     "tiny_mdlm",
     "TINY_BUILDERS",
+    "tiny_char_tokenizer",
 ]
 
 
@@ -294,14 +295,56 @@ def tiny_modernbert(vocab_size: int = 64, hidden_size: int = 32, num_layers: int
     return ModernBertForMaskedLM(config).eval()
 
 
-def tiny_llada(vocab_size: int = 64, d_model: int = 32, n_layers: int = 2, seed: int = 0, **kwargs) -> TinyLLaDAModelLM:
+def tiny_llada(vocab_size: int = 64, d_model: int = 32, n_layers: int = 2, seed: int = 0, mask_token_id: Optional[int] = None,
+               **kwargs) -> TinyLLaDAModelLM:
+    """A tiny LLaDA-shaped model; ``mask_token_id`` defaults to the last id (pass the tokenizer's when you use one)."""
     torch.manual_seed(seed)
-    return TinyLLaDAModelLM(TinyLLaDAConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mask_token_id=vocab_size - 1, **kwargs)).eval()
+    mask = vocab_size - 1 if mask_token_id is None else mask_token_id
+    config = TinyLLaDAConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mask_token_id=mask, **kwargs)
+    return TinyLLaDAModelLM(config).eval()
 
 
-def tiny_dream(vocab_size: int = 64, hidden_size: int = 32, num_layers: int = 2, seed: int = 0, **kwargs) -> TinyDreamModel:
+def tiny_dream(vocab_size: int = 64, hidden_size: int = 32, num_layers: int = 2, seed: int = 0, mask_token_id: Optional[int] = None,
+               **kwargs) -> TinyDreamModel:
     torch.manual_seed(seed)
-    return TinyDreamModel(TinyDreamConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers, mask_token_id=vocab_size - 1, **kwargs)).eval()
+    mask = vocab_size - 1 if mask_token_id is None else mask_token_id
+    config = TinyDreamConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers, mask_token_id=mask, **kwargs)
+    return TinyDreamModel(config).eval()
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|eos|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def tiny_char_tokenizer():
+    """A character-level `PreTrainedTokenizerFast` built offline (printable ASCII plus special tokens), with a mask
+    token, an EOS token and a chat template, so that prompt/response and chat code paths run without the Hub.
+    ``len(tokenizer)`` is 105; build the tiny backbone with ``vocab_size=len(tokenizer)`` and
+    ``mask_token_id=tokenizer.mask_token_id``."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|unk|>", "<|bos|>", "<|eos|>", "<|mask|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    vocab = {token: i for i, token in enumerate(specials + chars)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        mask_token="<|mask|>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_mdlm(vocab_size: int = 65, hidden_dim: int = 32, n_blocks: int = 2, seed: int = 0, **kwargs) -> TinyMDLM:
