@@ -425,3 +425,20 @@ def test_tiny_char_tokenizer_round_trips_and_has_chat_template():
     assert chat == "<|user|>hi<|eos|><|assistant|>"
     model = PrismForMaskedDiffusion.from_backbone(tiny_llada(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id))
     assert model.mask_token_id == tokenizer.mask_token_id
+
+
+def test_remote_code_llada_folder_loads_like_the_hub_checkpoint(tmp_path):
+    """examples/make_tiny_llada.py writes an auto_map remote-code folder: the same path as GSAI-ML/LLaDA-8B-Instruct."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_llada", Path(__file__).parents[1] / "examples" / "make_tiny_llada.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = module.make_tiny_llada(tmp_path / "tiny-llada", d_model=32)
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=True, backbone_training="frozen")
+    assert type(model.backbone).__module__.startswith("transformers_modules"), "loaded through remote code"
+    assert model.mask_token_id == 4
+    model.save_pretrained(tmp_path / "prism")
+    loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism", trust_remote_code=True)
+    _assert_same_outputs(model.eval(), loaded, _inputs(vocab=100))
