@@ -1,0 +1,460 @@
+"""Trainers: [`MDMTrainer`] (plain masked diffusion) and [`PrismTrainer`] (PRISM self-correction fine-tuning).
+
+Both are `transformers.Trainer` subclasses: distributed training, mixed precision, gradient accumulation,
+checkpointing and logging integrations work as usual. The loss math lives in [`prism_hf.losses`]; the
+trainers only move batches into it and bookkeep metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
+
+from .data import MaskedDiffusionCollator
+from .families import UnknownFamilyError, family_for_model
+from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
+from .modeling_prism import ADAPTER_DIRNAME, CHECKPOINT_WEIGHTS_NAME, PrismForMaskedDiffusion, _is_peft_model
+from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["MDMTrainer", "PrismTrainer", "model_max_length"]
+
+#: Config attributes that hold a model's longest sequence, in the order they are tried.
+_MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len")
+#: Batch keys produced by [`MaskedDiffusionCollator`] or read by it; kept when unused columns are removed.
+_COLLATOR_COLUMNS = ("input_ids", "attention_mask", "maskable", "prompt_length", "labels")
+
+
+def _backbone_config(model: nn.Module) -> Any:
+    if isinstance(model, PrismForMaskedDiffusion):
+        return model._raw_backbone().config
+    return getattr(model, "config", None)
+
+
+def model_max_length(model: nn.Module) -> Optional[int]:
+    """Longest sequence the model accepts, from its (backbone's) config; ``None`` when the config does not say."""
+    config = _backbone_config(model)
+    for attr in _MAX_LENGTH_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _config_attr(model: nn.Module, name: str) -> Optional[int]:
+    for config in (getattr(model, "config", None), _backbone_config(model)):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class MDMTrainer(Trainer):
+    """Plain masked diffusion training (pre-training or fine-tuning) with the ordinary loss.
+
+    Works on any model that maps ``input_ids`` to an output with ``.logits`` `(B, L, V)`: a plain masked LM
+    (``BertForMaskedLM``), a registered diffusion backbone (LLaDA, Dream: logits are re-aligned through the
+    family registry), or a [`PrismForMaskedDiffusion`] (whose head is then untouched by the loss).
+
+    Each step masks the batch with [`forward_mask`] (``t ~ U(mask_eps, 1)``, only ``maskable`` positions) and
+    minimises [`mdm_loss`] (cross-entropy at masked positions, weighted ``1/t``, normalised by ``B*L``).
+
+    Args:
+        model (`nn.Module`): The model to train.
+        args ([`MaskedDiffusionTrainingArguments`] or `TrainingArguments`, *optional*): Plain
+            `TrainingArguments` work too (``mask_eps=1e-3``, ``antithetic=False`` then apply).
+        data_collator (*optional*): Defaults to a [`MaskedDiffusionCollator`] padding with the tokenizer's pad id
+            (else the config's, else the mask id: padded positions are neither attended to nor masked).
+        mask_token_id (`int`, *optional*): The mask token id; defaults to ``model.config.mask_token_id``, then the
+            ``processing_class``'s ``mask_token_id``.
+        Other arguments: as for `transformers.Trainer`.
+    """
+
+    _default_args_class = MaskedDiffusionTrainingArguments
+
+    def __init__(
+        self,
+        model: Optional[nn.Module] = None,
+        args: Optional[TrainingArguments] = None,
+        data_collator: Optional[Any] = None,
+        train_dataset: Optional[Any] = None,
+        eval_dataset: Optional[Any] = None,
+        processing_class: Optional[Any] = None,
+        *,
+        mask_token_id: Optional[int] = None,
+        **kwargs,
+    ):
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs a model (model=None was given).")
+        if args is None:
+            args = self._default_args_class(output_dir="trainer_output")
+        self.mask_token_id = self._resolve_mask_token_id(model, mask_token_id, processing_class)
+        self.max_length = model_max_length(model)
+        user_max = getattr(args, "max_length", None)
+        if user_max is not None and self.max_length is not None and user_max > self.max_length:
+            raise ValueError(
+                f"max_length={user_max} is larger than the model's maximum sequence length {self.max_length}."
+            )
+        if user_max is not None:
+            self.max_length = user_max
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            _check_dataset_columns(name, dataset)
+        if data_collator is None:
+            data_collator = MaskedDiffusionCollator(
+                pad_token_id=self._resolve_pad_token_id(model, processing_class),
+                max_length=self.max_length,
+                truncation=bool(getattr(args, "truncation", False)),
+                mask_padding=bool(getattr(args, "mask_padding", False)),
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # Our losses are means over the micro-batch: let Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._skipped_batches = 0
+
+    # ----- set-up helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_mask_token_id(model: nn.Module, mask_token_id: Optional[int], processing_class: Any) -> int:
+        source = "argument mask_token_id"
+        if mask_token_id is None:
+            mask_token_id, source = _config_attr(model, "mask_token_id"), "model.config.mask_token_id"
+        if mask_token_id is None and processing_class is not None:
+            mask_token_id, source = getattr(processing_class, "mask_token_id", None), "processing_class.mask_token_id"
+        if mask_token_id is None:
+            raise ValueError(
+                f"mask_token_id=None: the {type(model).__name__} config has no mask_token_id and no tokenizer with a mask "
+                "token was given. Pass mask_token_id=<the id of the mask token> to the trainer."
+            )
+        if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 0:
+            raise ValueError(f"mask_token_id={mask_token_id!r} (from {source}) is not valid; it must be an int >= 0.")
+        vocab = _config_attr(model, "vocab_size")
+        if vocab is not None and mask_token_id >= vocab:
+            raise ValueError(
+                f"mask_token_id={mask_token_id} (from {source}) is outside the model's vocabulary: valid ids are 0..{vocab - 1}."
+            )
+        return mask_token_id
+
+    def _resolve_pad_token_id(self, model: nn.Module, processing_class: Any) -> int:
+        pad = getattr(processing_class, "pad_token_id", None) if processing_class is not None else None
+        if pad is None:
+            pad = _config_attr(model, "pad_token_id")
+        # Padded positions are excluded from attention and from masking, so any id works as filler; the
+        # mask id is always a valid one.
+        return self.mask_token_id if pad is None else int(pad)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *_COLLATOR_COLUMNS]))
+
+    # ----- forward / loss -------------------------------------------------------------------------------
+    def _check_batch(self, inputs: Dict[str, Any]) -> None:
+        if "input_ids" not in inputs:
+            raise ValueError(
+                f"The batch has no `input_ids` (keys: {sorted(inputs)}). Tokenize the dataset so that each row has input_ids."
+            )
+        if "maskable" not in inputs:
+            raise ValueError(
+                f"The batch has no `maskable` tensor (keys: {sorted(inputs)}). Use prism_hf.data.MaskedDiffusionCollator "
+                "(the default data_collator) or add a boolean `maskable` (B, L) to your collator's output."
+            )
+        seq_len = inputs["input_ids"].shape[1]
+        if self.max_length is not None and seq_len > self.max_length:
+            raise ValueError(
+                f"The batch has sequences of length {seq_len}, longer than the model's maximum {self.max_length}. "
+                "Truncate or filter the dataset (or set truncation=True in the training arguments)."
+            )
+
+    def _logits(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Aligned posterior logits (position ``i`` predicts token ``i``) of any supported model."""
+        raw = self.accelerator.unwrap_model(model)
+        if isinstance(raw, PrismForMaskedDiffusion):
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+        try:
+            family = family_for_model(raw)
+        except UnknownFamilyError:
+            family = None
+        if family is None:
+            kwargs = {"input_ids": input_ids}
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask
+            return model(**kwargs).logits
+        output = model(**family.backbone_inputs(input_ids, attention_mask))
+        logits = getattr(output, family.logits_attr, None)
+        return family.align(output[0] if logits is None else logits)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        inputs.pop("has_maskable", None)
+        self._check_batch(inputs)
+        input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
+        noisy_ids, masked, t = forward_mask(
+            input_ids,
+            inputs["maskable"],
+            self.mask_token_id,
+            eps=getattr(self.args, "mask_eps", 1e-3),
+            antithetic=getattr(self.args, "antithetic", False),
+        )
+        logits = self._logits(model, noisy_ids, attention_mask)
+        loss = mdm_loss(logits, input_ids, masked, t)
+        self._record(model, mdm_loss=loss.detach())
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if inputs.get("has_maskable", True) is False and self.accelerator.num_processes == 1:
+            # Nothing to mask: no forward, no backward, no gradient (the optimizer leaves params with grad=None
+            # untouched). Under several processes every rank must still join the backward's all-reduce, so the
+            # batch runs with an exactly-zero loss instead.
+            self._skipped_batches += 1
+            logger.warning(
+                "Skipping a batch in which no position may be masked (all prompt or padding); %d skipped so far.",
+                self._skipped_batches,
+            )
+            return torch.zeros((), device=self.args.device)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ----- metrics -------------------------------------------------------------------------------------
+    def _record(self, model: nn.Module, **scalars: torch.Tensor) -> None:
+        """Store per-step scalars gathered across ranks (kept as tensors: no host sync inside the step)."""
+        mode = "train" if model.training else "eval"
+        for name, value in scalars.items():
+            self._metrics[mode][name].append(self.accelerator.gather(value.detach().reshape(1)).float().mean())
+
+    def _summarise_metrics(self, mode: str) -> Dict[str, float]:
+        summary = {}
+        for name, values in self._metrics[mode].items():
+            if values and name != "quality_pairs":
+                summary[name] = torch.stack(values).mean().item()
+        return summary
+
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = self._summarise_metrics(mode)
+        if mode == "eval":
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        logs = {**logs, **metrics}
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+class PrismTrainer(MDMTrainer):
+    """PRISM fine-tuning: the quality head learns ``Pr[token is right | rest]`` from the model's own proposals.
+
+    Each step runs [`prism_step`]: a forward on the masked input ``z`` (with gradients when the backbone is
+    trained, else under `torch.no_grad`), ``k`` proposals filled in to make ``y`` (``n_y`` times), a forward
+    on ``y`` whose quality logits are trained with binary cross-entropy against ``1[y_i == x_i]`` on the
+    filled positions, plus ``mdm_loss_weight`` times the MDM loss.
+
+    Logged (averaged over the logging window, gathered across processes): ``mdm_loss``,
+    ``self_correction_loss``, ``quality_accuracy`` (``sigmoid > 0.5`` agrees with the target) and
+    ``quality_auroc`` on the filled positions, and ``quality_positive_rate`` (fraction of correct proposals).
+
+    Checkpoints are written by [`PrismForMaskedDiffusion.save_pretrained`] (head + LoRA adapter only when the
+    backbone has a Hub/path reference and is not fully trained), and ``resume_from_checkpoint`` reloads them,
+    with the optimizer, scheduler and RNG states, for full, LoRA and frozen training.
+
+    Args:
+        model ([`PrismForMaskedDiffusion`]): Built with ``PrismForMaskedDiffusion.from_backbone(...)``.
+        args ([`PrismTrainingArguments`], *optional*): Training arguments.
+        peft_config (`peft.PeftConfig`, *optional*): Wraps the backbone with this adapter (``model.enable_lora``)
+            before training; the backbone is then trained through the adapter only.
+        Other arguments: as for [`MDMTrainer`].
+    """
+
+    _default_args_class = PrismTrainingArguments
+
+    def __init__(self, model: Optional[nn.Module] = None, args: Optional[TrainingArguments] = None, *pos, peft_config: Any = None, **kwargs):
+        if model is not None and not isinstance(model, PrismForMaskedDiffusion):
+            raise TypeError(
+                f"PrismTrainer needs a PrismForMaskedDiffusion; got {type(model).__name__}. Wrap the backbone first: "
+                "PrismForMaskedDiffusion.from_backbone(backbone, head='mlp'). For plain MDM training use MDMTrainer."
+            )
+        if args is None:
+            args = PrismTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, PrismTrainingArguments):
+            raise TypeError(f"PrismTrainer needs PrismTrainingArguments; got {type(args).__name__}.")
+        if model is not None:
+            _apply_backbone_training(model, args.backbone_training, peft_config)
+            if model.config.backbone_training == "frozen" and args.mdm_loss_weight > 0:
+                logger.warning(
+                    "backbone_training='frozen': the forward on z runs without gradients and mdm_loss_weight=%s is "
+                    "ignored (the MDM loss is still logged).", args.mdm_loss_weight,
+                )
+            model.config.recipe = {
+                **model.config.recipe,
+                "trainer": "PrismTrainer",
+                **{name: getattr(args, name) for name in (
+                    "num_update_tokens", "num_proposals", "mdm_loss_weight", "update_selection", "proposal_temperature",
+                    "mask_eps", "antithetic", "learning_rate", "head_learning_rate", "backbone_learning_rate",
+                )},
+                "backbone_training": model.config.backbone_training,
+            }
+        super().__init__(model, args, *pos, **kwargs)
+
+    @property
+    def train_backbone(self) -> bool:
+        return self.accelerator.unwrap_model(self.model).config.backbone_training != "frozen"
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        inputs.pop("has_maskable", None)
+        self._check_batch(inputs)
+        args = self.args
+
+        def model_fn(ids, attention_mask=None):
+            return model(input_ids=ids, attention_mask=attention_mask)
+
+        out = prism_step(
+            model_fn,
+            inputs["input_ids"],
+            inputs["maskable"],
+            self.mask_token_id,
+            attention_mask=inputs.get("attention_mask"),
+            num_update_tokens=args.num_update_tokens,
+            num_proposals=args.num_proposals,
+            mdm_loss_weight=args.mdm_loss_weight,
+            update_selection=args.update_selection,
+            proposal_temperature=args.proposal_temperature,
+            eps=args.mask_eps,
+            antithetic=args.antithetic,
+            train_backbone=self.train_backbone,
+        )
+        self._record(model, mdm_loss=out.mdm_loss, self_correction_loss=out.self_correction_loss)
+        self._record_pairs(model, out.quality_logits, out.quality_targets, out.quality_valid)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def _record_pairs(self, model, quality_logits, targets, valid) -> None:
+        mode = "train" if model.training else "eval"
+        pairs = torch.stack([quality_logits.flatten(), targets.flatten(), valid.flatten().float()], dim=-1)
+        # Plain gather (not gather_for_metrics): rows here are positions, not samples, so the end-of-dataloader
+        # de-duplication of gather_for_metrics would cut the wrong rows. Padding rows have valid = 0.
+        pairs = self.accelerator.pad_across_processes(pairs, dim=0)
+        self._metrics[mode]["quality_pairs"].append(self.accelerator.gather(pairs))
+
+    def _summarise_metrics(self, mode: str) -> Dict[str, float]:
+        summary = super()._summarise_metrics(mode)
+        pairs = self._metrics[mode].get("quality_pairs")
+        if pairs:
+            pairs = torch.cat(pairs)
+            logits, targets, valid = pairs[:, 0], pairs[:, 1], pairs[:, 2] > 0.5
+            summary["quality_accuracy"] = quality_accuracy(logits, targets, valid).item()
+            summary["quality_auroc"] = binary_auroc(logits, targets, valid).item()
+            summary["quality_positive_rate"] = ((targets * valid).sum() / valid.sum()).item()
+            summary["quality_num_positions"] = float(valid.sum().item())
+        return summary
+
+    def create_optimizer(self, model=None):
+        args = self.args
+        opt_model = self.model if model is None else model
+        if self.optimizer is not None or (args.head_learning_rate is None and args.backbone_learning_rate is None):
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = []
+        for is_head, lr in ((True, args.head_learning_rate), (False, args.backbone_learning_rate)):
+            for with_decay in (True, False):
+                params = [
+                    p for n, p in opt_model.named_parameters()
+                    if p.requires_grad and n.startswith("quality_head.") == is_head and (n in decay) == with_decay
+                ]
+                if params:
+                    groups.append({
+                        "params": params,
+                        "weight_decay": args.weight_decay if with_decay else 0.0,
+                        "lr": args.learning_rate if lr is None else lr,
+                    })
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ----- checkpoints ---------------------------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
+        """Reload a checkpoint written by `PrismForMaskedDiffusion.save_pretrained` into the model being trained.
+
+        Knows the PRISM layout: ``model.safetensors`` (head, plus the backbone when it was stored) and the
+        ``adapter/`` folder of a LoRA backbone (which `Trainer`'s default loader does not look into).
+        """
+        model = self.model if model is None else model
+        raw = self.accelerator.unwrap_model(model)
+        folder = Path(resume_from_checkpoint)
+        weights = folder / CHECKPOINT_WEIGHTS_NAME
+        if not weights.is_file() or not (folder / "config.json").is_file():
+            raise ValueError(
+                f"resume_from_checkpoint={str(resume_from_checkpoint)!r} is not a PRISM checkpoint: expected config.json and "
+                f"{CHECKPOINT_WEIGHTS_NAME} written by PrismTrainer / save_pretrained."
+            )
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        saved_mode = config.get("backbone_training")
+        if saved_mode != raw.config.backbone_training:
+            raise ValueError(
+                f"resume_from_checkpoint={str(resume_from_checkpoint)!r} was saved with backbone_training={saved_mode!r} but "
+                f"the model is set up for {raw.config.backbone_training!r}; resume with the same mode (and peft_config)."
+            )
+        from safetensors.torch import load_file
+
+        stored_backbone = bool(config.get("backbone_weights_saved", config.get("backbone_name_or_path") is None))
+        raw._load_checkpoint_state(load_file(str(weights)), stored_backbone=stored_backbone)
+        adapter_dir = folder / ADAPTER_DIRNAME
+        if adapter_dir.is_dir():
+            if not _is_peft_model(raw.backbone):
+                raise ValueError(
+                    f"resume_from_checkpoint={str(resume_from_checkpoint)!r} holds a LoRA adapter but the model has none; pass "
+                    "the same peft_config as in the interrupted run."
+                )
+            from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(raw.backbone, load_peft_weights(str(adapter_dir), device="cpu"))
+        logger.info("Resumed PRISM weights from %s (backbone_training=%s).", folder, saved_mode)
+
+    def _load_best_model(self) -> None:
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+
+# ----- helpers ----------------------------------------------------------------------------------------
+def _check_dataset_columns(name: str, dataset: Any) -> None:
+    datasets = dataset.values() if isinstance(dataset, dict) else [dataset]
+    for ds in datasets:
+        columns = getattr(ds, "column_names", None)
+        if columns is not None and "input_ids" not in columns:
+            raise ValueError(
+                f"{name} has no `input_ids` column (columns: {columns}). Tokenize it first, e.g. "
+                "dataset.map(lambda row: tokenizer(row['text']), batched=True, remove_columns=['text'])."
+            )
+
+
+def _apply_backbone_training(model: PrismForMaskedDiffusion, mode: Optional[str], peft_config: Any) -> None:
+    current = model.config.backbone_training
+    if peft_config is not None:
+        if mode not in (None, "lora"):
+            raise ValueError(f"peft_config was given but backbone_training={mode!r}; use backbone_training='lora' or None.")
+        if _is_peft_model(model.backbone):
+            raise ValueError("peft_config was given but the model's backbone already carries an adapter.")
+        model.enable_lora(peft_config)
+        return
+    if mode is None or mode == current:
+        if mode == "lora" and not _is_peft_model(model.backbone):
+            raise ValueError("backbone_training='lora' needs peft_config=LoraConfig(...) (or a model after enable_lora).")
+        return
+    if mode == "lora":
+        raise ValueError("backbone_training='lora' needs peft_config=LoraConfig(...) passed to PrismTrainer.")
+    model.set_backbone_training(mode)
