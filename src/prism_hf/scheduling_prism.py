@@ -1,0 +1,433 @@
+"""`PrismScheduler`: one sampling step of a masked diffusion model with PRISM remasking (or a baseline).
+
+The scheduler is the sibling of diffusers' `BlockRefinementScheduler`: the sampling knobs live on its config,
+[`~PrismScheduler.set_timesteps`] plans one block's steps, and [`~PrismScheduler.step`] turns one model output
+into the next tokens. Its step works on whole batches with per-row counts (rows may have different numbers of
+masks, as Sudoku puzzles do) and never leaves the device: no per-row Python loop, no `.item()`.
+
+One step, for every row (see `docs/sampling.md`):
+
+1. draw a token at every position from the posterior (greedy, or temperature / top-k / top-p);
+2. **remask**: among the generated, currently unmasked positions, remask ``r`` tokens (count rules: the ``r``
+   with the lowest score, ``r`` from the count schedule; ReMDM rules: each with probability ``sigma_t``);
+3. **unmask**: fill ``u`` of the positions that were masked *before* this step (a position remasked in this
+   step is not refilled in the same step), chosen by the unmasking rule. For count rules
+   ``u = (clean count the schedule wants after the step) - (clean count now) + r``; for ReMDM rules
+   ``u ~ Binomial(masked, (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t))``.
+
+Positions marked in ``fixed_mask`` (prompt, given Sudoku clues, padding, positions outside the current block)
+are never remasked or unmasked. The last step of a block fills every remaining mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple, Union
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+
+from .remasking import (
+    REMASKING_RULES,
+    ProbabilityRemaskingRule,
+    RemaskContext,
+    get_remask_schedule,
+    get_remasking_rule,
+)
+from .unmasking import get_unmasking_rule
+
+__all__ = ["PrismScheduler", "PrismSchedulerOutput"]
+
+
+@dataclass
+class PrismSchedulerOutput(BaseOutput):
+    """Output of [`PrismScheduler.step`].
+
+    Args:
+        prev_sample (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            The tokens after this step (mask id at masked positions).
+        unmasked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+            Positions filled in this step.
+        remasked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+            Positions remasked in this step (disjoint from ``unmasked``).
+        sampled_tokens (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            The token drawn at every position (used only where ``unmasked``).
+        token_confidence (`torch.Tensor` of shape `(batch_size, sequence_length)`):
+            Probability each current token had when it was unmasked (updated at ``unmasked``); pass it back to
+            the next step (ReMDM's ``psi``, read by the `confidence` and `remdm_conf` rules).
+        num_remasked (`torch.LongTensor` of shape `(batch_size,)`): Tokens remasked per row in this step.
+        num_unmasked (`torch.LongTensor` of shape `(batch_size,)`): Tokens unmasked per row in this step.
+    """
+
+    prev_sample: torch.LongTensor
+    unmasked: torch.BoolTensor
+    remasked: torch.BoolTensor
+    sampled_tokens: torch.LongTensor
+    token_confidence: torch.Tensor
+    num_remasked: torch.LongTensor
+    num_unmasked: torch.LongTensor
+
+
+@dataclass
+class _StepPlan:
+    alpha_t: float
+    alpha_s: float
+    remask_planned: float  # count schedule's number (count rules); 0 means "no remasking this step"
+    loop_count: Optional[int]  # PRISM-loop steps remask exactly this many (overrides the count schedule)
+    hold: bool  # clean count held at n - num_remask (PRISM-loop), so the remasked tokens get refilled later
+    sigma: float  # ReMDM rules: the step's sigma_t
+
+
+def _top_per_row(scores: torch.Tensor, counts: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Boolean mask of the ``counts[b]`` best entries of each row of ``scores`` (ineligible entries must already
+    carry -inf / +inf so they sort last)."""
+    order = scores.argsort(dim=-1, descending=descending)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
+    return ranks < counts.unsqueeze(-1)
+
+
+class PrismScheduler(SchedulerMixin, ConfigMixin):
+    """Sampling steps for masked diffusion with PRISM self-correction and its baselines.
+
+    Args:
+        unmasking (`str`, defaults to `"confidence"`):
+            Which masked positions are filled first: `"confidence"`, `"margin"`, `"entropy"` or `"random"`
+            (see `prism_hf.unmasking`).
+        remasking (`str`, defaults to `"prism"`):
+            `"none"` (vanilla MDM), `"prism"` (lowest quality first), `"random"`, `"confidence"` (lowest unmasking
+            probability first), or ReMDM's `"remdm_cap"`, `"remdm_rescale"`, `"remdm_conf"`, `"remdm_loop"`.
+        remask_schedule (`str`, defaults to `"fixed"`):
+            How many tokens the count rules (`prism`, `random`, `confidence`) remask per step: `"fixed"`
+            (``num_remask`` per step), `"budget"` (``remask_budget`` per block over the middle steps) or
+            `"binomial"` (``Binomial(n_clean, min(eta, (1 - alpha_s) / alpha_t))``).
+        num_remask (`int`, defaults to 4):
+            Tokens remasked per step by the fixed schedule and by PRISM-loop steps (Sudoku: 4).
+        remask_budget (`int`, defaults to 12):
+            Tokens remasked per block by the budget schedule (LLaDA: 12 per 64-token block).
+        eta (`float`, *optional*):
+            In ``[0, 1]``. The binomial schedule's cap (text: 0.01) and ReMDM's ``eta``. `None` uses the rule's
+            public default (cap 0.008, rescale 0.015, loop 0.02, conf 1.0; binomial schedule 0.01).
+        step_on (`float`, defaults to 0.0), step_off (`float`, defaults to 1.0):
+            Remasking window as fractions of a block's steps: step ``k`` of ``S`` may remask when
+            ``step_on * S <= k < step_off * S``. PRISM-loop steps always remask.
+        prism_loop_steps (`int`, defaults to 0):
+            PRISM-loop: extra steps per block after the schedule ends, holding the clean count at
+            ``n - num_remask``, remasking ``num_remask`` lowest-quality tokens and refilling them; the last one
+            fills everything. Only for count rules.
+        temperature (`float`, defaults to 0.0): 0 is greedy (argmax); otherwise tokens are sampled.
+        top_k (`int`, *optional*), top_p (`float`, *optional*): Filters applied before sampling.
+        block_length (`int`, *optional*):
+            Default block length for the pipeline (semi-autoregressive blocks); `None` is one block.
+        remdm_t_on (`float`, defaults to 0.55), remdm_t_off (`float`, defaults to 0.05),
+        remdm_alpha_on (`float`, defaults to 0.9): The ReMDM-loop phases (time runs from 1 to 0).
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        unmasking: str = "confidence",
+        remasking: str = "prism",
+        remask_schedule: str = "fixed",
+        num_remask: int = 4,
+        remask_budget: int = 12,
+        eta: Optional[float] = None,
+        step_on: float = 0.0,
+        step_off: float = 1.0,
+        prism_loop_steps: int = 0,
+        temperature: float = 0.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        block_length: Optional[int] = None,
+        remdm_t_on: float = 0.55,
+        remdm_t_off: float = 0.05,
+        remdm_alpha_on: float = 0.9,
+    ):
+        self.unmasking_rule = get_unmasking_rule(unmasking)
+        self.remasking_rule = get_remasking_rule(remasking)
+        self.remask_count_schedule = get_remask_schedule(remask_schedule)
+        if not isinstance(num_remask, int) or num_remask < 0:
+            raise ValueError(f"num_remask={num_remask!r} must be an int >= 0.")
+        if not isinstance(remask_budget, int) or remask_budget < 0:
+            raise ValueError(f"remask_budget={remask_budget!r} must be an int >= 0.")
+        if eta is not None and not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta={eta!r} must be in [0, 1] (a remasking probability cap).")
+        if not 0.0 <= step_on <= step_off <= 1.0:
+            raise ValueError(
+                f"step_on={step_on!r}, step_off={step_off!r}: need 0 <= step_on <= step_off <= 1 (fractions of a block's steps)."
+            )
+        if not isinstance(prism_loop_steps, int) or prism_loop_steps < 0:
+            raise ValueError(f"prism_loop_steps={prism_loop_steps!r} must be an int >= 0.")
+        if prism_loop_steps > 0 and self.remasking_rule.kind != "count":
+            count_rules = sorted(n for n, c in REMASKING_RULES.items() if getattr(c, "kind", "") == "count")
+            raise ValueError(
+                f"prism_loop_steps={prism_loop_steps} needs a count remasking rule ({count_rules}); got "
+                f"remasking={remasking!r}" + (" (use remasking='remdm_loop' for ReMDM's loop)." if remasking.startswith("remdm") else ".")
+            )
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k={top_k!r} must be None or an int >= 1.")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p={top_p!r} must be None or in (0, 1].")
+        if block_length is not None and (not isinstance(block_length, int) or block_length < 1):
+            raise ValueError(f"block_length={block_length!r} must be None or an int >= 1.")
+        if not 0.0 <= remdm_t_off <= remdm_t_on <= 1.0:
+            raise ValueError(f"remdm_t_off={remdm_t_off!r}, remdm_t_on={remdm_t_on!r}: need 0 <= t_off <= t_on <= 1.")
+        if not 0.0 <= remdm_alpha_on < 1.0:
+            raise ValueError(f"remdm_alpha_on={remdm_alpha_on!r} must be in [0, 1).")
+        self.num_inference_steps: Optional[int] = None
+        self.timesteps = torch.zeros(0, dtype=torch.long)
+        self._plan: List[_StepPlan] = []
+
+    # ----- planning ---------------------------------------------------------------------------------------
+    @property
+    def eta(self) -> float:
+        """``eta`` in use: the config value, or the rule's default (binomial schedule: 0.01)."""
+        if self.config.eta is not None:
+            return float(self.config.eta)
+        if isinstance(self.remasking_rule, ProbabilityRemaskingRule):
+            return self.remasking_rule.default_eta
+        return 0.01
+
+    @property
+    def num_loop_steps(self) -> int:
+        return self.config.prism_loop_steps if self.remasking_rule.kind == "count" else 0
+
+    def set_timesteps(self, num_inference_steps: int, device: Union[str, torch.device, None] = None) -> None:
+        """Plan the steps of one block.
+
+        Args:
+            num_inference_steps (`int`): Schedule steps for this block (>= 1). PRISM-loop adds
+                ``prism_loop_steps`` more; ``self.timesteps`` lists all step indices ``0 .. total - 1``.
+            device: Where ``self.timesteps`` lives.
+        """
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an int >= 1.")
+        cfg = self.config
+        steps, loop = num_inference_steps, self.num_loop_steps
+        rule = self.remasking_rule
+        if isinstance(rule, ProbabilityRemaskingRule):
+            alphas = rule.alphas(steps, cfg)
+        else:
+            alphas = [k / steps for k in range(steps + 1)]
+        active = [cfg.step_on * steps <= k < cfg.step_off * steps for k in range(steps)]
+        planned = self.remask_count_schedule.plan(steps, active, cfg) if rule.kind == "count" else [0] * steps
+        eta = self.eta
+        plan = []
+        for k in range(steps + loop):
+            alpha_t = alphas[min(k, steps)]
+            alpha_s = alphas[min(k + 1, steps)]
+            hold = loop > 0 and steps - 1 <= k < steps + loop - 1
+            sigma = rule.sigma(k, steps, alpha_t, alpha_s, eta, cfg) if isinstance(rule, ProbabilityRemaskingRule) else 0.0
+            plan.append(
+                _StepPlan(
+                    alpha_t=alpha_t,
+                    alpha_s=alpha_s,
+                    remask_planned=planned[k] if k < steps else 0,
+                    loop_count=cfg.num_remask if hold else None,
+                    hold=hold,
+                    sigma=sigma,
+                )
+            )
+        self._plan = plan
+        self.num_inference_steps = steps
+        self.timesteps = torch.arange(steps + loop, device=device)
+
+    # ----- sampling -----------------------------------------------------------------------------------------
+    def _filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+            kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if cfg.top_p is not None and cfg.top_p < 1.0:
+            sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            # Drop a token when the tokens ranked above it already reach top_p (the top token always stays).
+            drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= cfg.top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        return logits
+
+    def sample_tokens(
+        self, logits: torch.Tensor, generator: Optional[torch.Generator] = None, mask_token_id: Optional[int] = None
+    ) -> Tuple[torch.LongTensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Draw one token per position (never the mask token itself).
+
+        Args:
+            logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
+            generator (`torch.Generator`, *optional*).
+            mask_token_id (`int`, *optional*): Excluded from the draw when it is inside the vocabulary.
+
+        Returns:
+            `(sampled_tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the
+            (tempered, filtered) posterior, and the full posterior `(B, L, V)` when the unmasking rule reads it
+            (else `None`).
+        """
+        logits = logits.float()
+        if mask_token_id is not None and 0 <= mask_token_id < logits.shape[-1]:
+            logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+        temperature = self.config.temperature
+        if temperature > 0:
+            logits = self._filter_logits(logits / temperature)
+        log_norm = logits.logsumexp(-1)
+        if temperature == 0:
+            best_logit, sampled = logits.max(-1)
+        else:
+            # Gumbel-max with exponential races: argmax p / E, E ~ Exp(1), equals a categorical draw.
+            noise = torch.empty_like(logits).exponential_(generator=generator)
+            sampled = (logits - noise.log()).argmax(-1)
+            best_logit = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        token_prob = (best_logit - log_norm).exp()
+        probs = (logits - log_norm.unsqueeze(-1)).exp() if self.unmasking_rule.needs_full_probs else None
+        return sampled, token_prob, probs
+
+    def step(
+        self,
+        model_output: Any,
+        timestep: Union[int, torch.Tensor],
+        sample: torch.LongTensor,
+        *,
+        mask_token_id: int,
+        quality_logits: Optional[torch.Tensor] = None,
+        fixed_mask: Optional[torch.BoolTensor] = None,
+        token_confidence: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        return_dict: bool = True,
+    ) -> Union[PrismSchedulerOutput, tuple]:
+        """One sampling step: remask, then unmask.
+
+        Args:
+            model_output (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`, or a model output):
+                The posterior logits, or an object with ``.logits`` (and ``.quality_logits``, as
+                `PrismModelOutput` has).
+            timestep (`int`): The step index within the block, ``0 .. len(self.timesteps) - 1``.
+            sample (`torch.LongTensor` of shape `(batch_size, sequence_length)`): The current tokens.
+            mask_token_id (`int`): The mask token id.
+            quality_logits (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): Quality head
+                logits (read from ``model_output`` when not given); required by `remasking="prism"`.
+            fixed_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*): `True` where a
+                position must not change (prompt, given tokens, padding, outside the current block).
+            token_confidence (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): From the
+                previous step's output (zeros when omitted).
+            generator (`torch.Generator`, *optional*): RNG for sampling and random rules.
+            return_dict (`bool`): Return a [`PrismSchedulerOutput`] (default) or a tuple.
+        """
+        if not self._plan:
+            raise RuntimeError("PrismScheduler.step called before set_timesteps(num_inference_steps).")
+        step_index = int(timestep)
+        if not 0 <= step_index < len(self._plan):
+            raise ValueError(f"timestep={step_index} is outside this block's steps 0..{len(self._plan) - 1}.")
+        if mask_token_id is None:
+            raise ValueError("mask_token_id=None: the scheduler needs the mask token id.")
+        logits = getattr(model_output, "logits", model_output)
+        if quality_logits is None:
+            quality_logits = getattr(model_output, "quality_logits", None)
+        plan = self._plan[step_index]
+        rule = self.remasking_rule
+        is_last = step_index == len(self._plan) - 1
+
+        is_mask = sample == mask_token_id
+        generated = ~fixed_mask if fixed_mask is not None else torch.ones_like(is_mask)
+        masked = is_mask & generated
+        clean = generated & ~is_mask
+        num_masked = masked.sum(-1)
+        num_clean = clean.sum(-1)
+        num_generated = num_masked + num_clean
+        if token_confidence is None:
+            token_confidence = torch.zeros(sample.shape, device=sample.device)
+
+        sampled, token_prob, probs = self.sample_tokens(logits, generator, mask_token_id)
+
+        # ----- remask -----
+        remasked = None
+        token_sigma = None
+        num_remasked = torch.zeros_like(num_masked)
+        wants_remask = (rule.kind == "count" and (plan.remask_planned or plan.loop_count)) or (
+            rule.kind == "probability" and plan.sigma > 0.0
+        )
+        if rule.needs_quality and quality_logits is None:
+            raise ValueError(
+                f"remasking={rule.name!r} needs quality_logits, but the model output has none (a plain MDM without a "
+                "PRISM quality head). Use PrismForMaskedDiffusion, or a rule without a head: "
+                f"{sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
+            )
+        clean_target = None
+        if rule.kind == "count":
+            clean_target = torch.ceil(num_generated.double() * plan.alpha_s - 1e-9).long()
+            if plan.hold:
+                clean_target = torch.minimum(clean_target, (num_generated - self.config.num_remask).clamp(min=0))
+            if is_last:
+                clean_target = num_generated
+        if wants_remask and not is_last:
+            context = RemaskContext(
+                clean=clean,
+                num_clean=num_clean,
+                quality=torch.sigmoid(quality_logits.float()) if quality_logits is not None else None,
+                token_confidence=token_confidence,
+                alpha_t=plan.alpha_t,
+                alpha_s=plan.alpha_s,
+                generator=generator,
+            )
+            if rule.kind == "count":
+                if plan.loop_count is not None:
+                    counts = torch.full_like(num_clean, plan.loop_count)
+                else:
+                    counts = self.remask_count_schedule.counts(plan.remask_planned, context, self.eta)
+                # Cap: only clean generated tokens, and only as many as stay masked after this step, so every
+                # remasked token can be refilled by a later step.
+                counts = torch.minimum(counts, torch.minimum(num_clean, num_generated - clean_target)).clamp(min=0)
+                scores = rule.score(context).float().masked_fill(~clean, float("inf"))
+                remasked = _top_per_row(scores, counts, descending=False)
+            else:
+                token_sigma = rule.token_sigma(context, plan.sigma).float()
+                draws = torch.rand(sample.shape, device=sample.device, generator=generator)
+                remasked = clean & (draws < token_sigma)
+            num_remasked = remasked.sum(-1)
+
+        # ----- unmask -----
+        if is_last:
+            num_unmask = num_masked
+        elif rule.kind == "probability":
+            # ReMDM: a masked token is unmasked with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t);
+            # with per-token sigma (conf) sigma_t is the mean over the row's clean tokens.
+            mean_sigma = torch.zeros(num_clean.shape, dtype=torch.double, device=num_clean.device)
+            if token_sigma is not None:
+                mean_sigma = (token_sigma.expand_as(clean) * clean).sum(-1).double() / num_clean.clamp(min=1)
+            if plan.alpha_t >= 1.0:
+                prob = torch.ones_like(mean_sigma)
+            else:
+                prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
+            num_unmask = torch.binomial(num_masked.double(), prob, generator=generator).long()
+        else:
+            target = clean_target if clean_target is not None else num_generated
+            num_unmask = (target - num_clean + num_remasked).clamp(min=0)
+            num_unmask = torch.minimum(num_unmask, num_masked)
+
+        unmask_scores = self.unmasking_rule.score(probs, sampled, token_prob, generator).float()
+        unmask_scores = unmask_scores.masked_fill(~masked, float("-inf"))
+        unmasked = _top_per_row(unmask_scores, num_unmask, descending=True) & masked
+
+        prev_sample = torch.where(unmasked, sampled, sample)
+        token_confidence = torch.where(unmasked, token_prob, token_confidence)
+        if remasked is not None:
+            prev_sample = prev_sample.masked_fill(remasked, mask_token_id)
+            token_confidence = token_confidence.masked_fill(remasked, 0.0)
+        else:
+            remasked = torch.zeros_like(unmasked)
+        num_unmasked = unmasked.sum(-1)
+        if not return_dict:
+            return prev_sample, unmasked, remasked, sampled, token_confidence, num_remasked, num_unmasked
+        return PrismSchedulerOutput(
+            prev_sample=prev_sample,
+            unmasked=unmasked,
+            remasked=remasked,
+            sampled_tokens=sampled,
+            token_confidence=token_confidence,
+            num_remasked=num_remasked,
+            num_unmasked=num_unmasked,
+        )
