@@ -64,3 +64,24 @@ def test_makefile_targets_and_ci_script_match_the_readme():
     assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
     assert [line for line in ci.splitlines() if line.strip() and not line.startswith("#")][-1].strip() == "make test"
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_contributing_examples_register_a_family_and_a_head():
+    # Run in a fresh interpreter: the examples register into the global registries.
+    check = (
+        "import re, torch\n"
+        "src = open('CONTRIBUTING.md').read()\n"
+        "ns = {}\n"
+        "for block in re.findall(r'^```python\\n(.*?)^```', src, flags=re.S | re.M):\n"
+        "    exec(block, ns)\n"
+        "from prism_hf import PrismForMaskedDiffusion, get_family\n"
+        "from prism_hf.testing import tiny_llada\n"
+        "assert get_family('my_mdm').name == 'my-mdm'\n"
+        "model = PrismForMaskedDiffusion.from_backbone(tiny_llada(), head='gated')\n"
+        "assert model(torch.zeros(2, 8, dtype=torch.long)).quality_logits.shape == (2, 8)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert result.returncode == 0, result.stderr
