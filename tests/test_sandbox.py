@@ -1,0 +1,262 @@
+"""The sandbox contains hostile programs and scores them as failures.
+
+Every hostile program here is bounded (a capped number of forks, a capped amount of memory, short sleeps), so that a
+broken sandbox makes a test fail without hurting the machine.
+"""
+
+import os
+import socket
+import textwrap
+import threading
+import time
+
+import pytest
+
+from prism_hf.evaluation import Sandbox, SandboxResult, run_in_sandbox
+
+
+IS_ROOT = os.geteuid() == 0
+_MARKERS = (b"_sandbox_child", b"Process side of the sandbox")
+
+
+def _sandbox_processes():
+    """Pids of live (non-zombie) processes that belong to any sandbox: supervisor or program interpreter."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and any(m in cmdline for m in _MARKERS):
+            pids.append(int(name))
+    return pids
+
+
+def _assert_nothing_left(baseline):
+    # the sandbox promises that nothing runs once run() returns: no waiting here
+    assert sorted(_sandbox_processes()) == sorted(baseline)
+
+
+@pytest.fixture
+def baseline():
+    return _sandbox_processes()
+
+
+def test_passing_and_failing_programs():
+    sandbox = Sandbox(timeout=5)
+    ok = sandbox.run("def add(a, b):\n    return a + b\nassert add(2, 3) == 5\nprint('fine')\n")
+    assert isinstance(ok, SandboxResult)
+    assert ok.status == "passed" and ok.passed and ok.returncode == 0
+    assert ok.stdout == "fine\n"
+    bad = sandbox.run("def add(a, b):\n    return a - b\nassert add(2, 3) == 5\n")
+    assert bad.status == "failed" and not bad.passed
+    assert "AssertionError" in bad.stderr
+    syntax = sandbox.run("def add(a, b:\n")
+    assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+
+
+def test_infinite_loop_times_out(baseline):
+    start = time.monotonic()
+    result = run_in_sandbox("while True:\n    pass\n", timeout=1.0)
+    elapsed = time.monotonic() - start
+    assert result.status == "timeout" and not result.passed
+    assert 1.0 <= result.duration < 1.5
+    assert elapsed < 4.0
+    _assert_nothing_left(baseline)
+
+
+FORK_BOMB = textwrap.dedent(
+    """
+    import os, time
+    root = os.getpid()
+    made = refused = 0
+    for _ in range({depth}):  # every process forks again: at most 2**{depth} processes if nothing contains it
+        try:
+            if os.fork() == 0:
+                made = refused = 0
+            else:
+                made += 1
+        except OSError:
+            refused += 1
+    if os.getpid() == root:
+        print(f"made={{made}} refused={{refused}}", flush=True)
+    time.sleep(20)
+    """
+)
+
+
+@pytest.mark.parametrize("use_namespaces", [True, False], ids=["namespaces", "rlimits_only"])
+def test_fork_bomb_is_contained(baseline, use_namespaces):
+    sandbox = Sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces)
+    result = sandbox.run(FORK_BOMB.format(depth=12 if use_namespaces else 9))
+    assert result.status == "timeout" and not result.passed
+    if use_namespaces:
+        assert "pid_namespace" in result.isolation, result.notes
+    if not IS_ROOT or "unprivileged_uid" in result.isolation:
+        # RLIMIT_NPROC holds: the root process saw forks refused (root itself is exempt from it)
+        made, refused = (int(part.split("=")[1]) for part in result.stdout.split())
+        assert refused > 0 and made <= 16
+    _assert_nothing_left(baseline)
+
+
+@pytest.mark.parametrize("use_namespaces", [True, False], ids=["namespaces", "rlimits_only"])
+def test_daemonized_processes_are_killed(baseline, use_namespaces):
+    program = textwrap.dedent(
+        """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()              # leave the process group
+            if os.fork() == 0:       # and the parent: a classic daemon
+                time.sleep(20)
+            os._exit(0)
+        time.sleep(0.2)
+        print("parent done", flush=True)
+        """
+    )
+    result = Sandbox(timeout=5.0, use_namespaces=use_namespaces).run(program)
+    assert result.status == "passed", result.stderr
+    _assert_nothing_left(baseline)
+
+
+def test_memory_bomb_is_contained(baseline):
+    program = textwrap.dedent(
+        """
+        chunks = []
+        for _ in range(32):  # at most 2 GiB if nothing contains it
+            chunks.append(b"x" * (64 * 2**20))
+        """
+    )
+    result = run_in_sandbox(program, timeout=10.0, memory_limit_mb=256)
+    assert result.status == "memory" and not result.passed
+    assert result.duration < 5.0
+    _assert_nothing_left(baseline)
+
+
+def _guard_variants():
+    variants = [pytest.param(True, id="guard_on")]
+    # without the in-process guard only the OS layers are left: they exist as root (or with user namespaces)
+    variants.append(pytest.param(False, id="guard_off", marks=pytest.mark.skipif(not IS_ROOT, reason="needs root")))
+    return variants
+
+
+@pytest.mark.parametrize("in_process_guard", _guard_variants())
+def test_files_outside_the_working_directory_are_untouched(tmp_path, in_process_guard):
+    guarded = tmp_path / "guarded"
+    guarded.mkdir()
+    sentinel = guarded / "sentinel.txt"
+    sentinel.write_text("keep me")
+    # an unprivileged uid could read these but neither modify nor delete them
+    os.chmod(sentinel, 0o644)
+    os.chmod(guarded, 0o755)
+    os.chmod(tmp_path, 0o755)
+    host_tmp_file = f"/tmp/prism-sandbox-escape-{os.getpid()}-{int(in_process_guard)}"
+    program = textwrap.dedent(
+        f"""
+        import os, shutil
+        errors = []
+        actions = [
+            lambda: os.remove({str(sentinel)!r}),
+            lambda: open({str(sentinel)!r}, "w").write("overwritten"),
+            lambda: shutil.rmtree({str(guarded)!r}),
+            lambda: open({str(guarded / "new.txt")!r}, "w").write("new"),
+            lambda: open({host_tmp_file!r}, "w").write("escaped"),
+        ]
+        for action in actions:
+            try:
+                action()
+            except Exception as e:
+                errors.append(type(e).__name__)
+        with open("inside.txt", "w") as f:  # its own directory is writable
+            f.write("ok")
+        assert open("inside.txt").read() == "ok"
+        print(os.getcwd())
+        assert not errors, errors
+        """
+    )
+    result = Sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
+    assert result.status == "failed", (result.status, result.stderr)
+    assert "assert not errors" in result.stderr  # writing inside its own directory worked
+    if not in_process_guard:
+        assert "unprivileged_uid" in result.isolation, result.notes
+    assert sentinel.read_text() == "keep me"
+    assert sorted(p.name for p in guarded.iterdir()) == ["sentinel.txt"]
+    assert not os.path.exists(host_tmp_file)
+    workdir = result.stdout.strip()
+    assert workdir and not os.path.exists(workdir)  # the working directory is removed afterwards
+
+
+@pytest.mark.parametrize("in_process_guard", _guard_variants())
+def test_socket_to_localhost_is_refused(in_process_guard):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    arrived = []
+
+    def accept():
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            arrived.append(conn.recv(64))
+            conn.close()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    program = textwrap.dedent(
+        f"""
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        s.sendall(b"escaped")
+        s.close()
+        """
+    )
+    try:
+        result = Sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
+        time.sleep(0.3)  # a connection that did get through would have been accepted by now
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert result.status == "failed", (result.status, result.stderr)
+    assert arrived == []
+    if not in_process_guard:
+        assert "network_namespace" in result.isolation, result.notes
+
+
+def test_output_is_truncated():
+    result = run_in_sandbox("print('x' * 100_000)", timeout=5.0, max_output_bytes=100)
+    assert result.status == "passed"
+    assert result.stdout.startswith("x" * 100) and result.stdout.endswith("[... truncated]")
+    assert len(result.stdout) < 200
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1.5}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"memory_limit_mb": 0}, "memory_limit_mb"),
+        ({"memory_limit_mb": -256}, "memory_limit_mb"),
+        ({"max_processes": 0}, "max_processes"),
+        ({"max_output_bytes": -1}, "max_output_bytes"),
+    ],
+)
+def test_non_positive_limits_are_rejected(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be a positive"):
+        Sandbox(**kwargs)
+
+
+def test_program_must_be_a_string():
+    with pytest.raises(TypeError, match="`program` must be Python source"):
+        Sandbox().run(b"print(1)")
