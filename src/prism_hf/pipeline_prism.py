@@ -1,0 +1,495 @@
+"""`PrismPipeline`: generate or infill with a masked diffusion model, with PRISM self-correction.
+
+The sibling of diffusers' `LLaDA2Pipeline`: it holds a ``model`` (a [`PrismForMaskedDiffusion`] or a plain masked
+diffusion backbone), a [`PrismScheduler`] and an optional ``tokenizer``, and saves / loads as a folder with
+``model_index.json``.
+
+Layout of a batch. Row ``i`` holds ``[prompt_i, gen_length masks, padding]``: each row's generation starts
+right after its own prompt and the padding goes last (attention mask 0). Positions the model sees are then
+the same as for that prompt alone, so a padded batch gives, row by row, what each prompt gives alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
+
+from .families import UnknownFamilyError, family_for_model, resolve_mask_token_id
+from .scheduling_prism import PrismScheduler
+
+__all__ = ["PrismPipeline", "PrismPipelineOutput"]
+
+_MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len")
+
+
+@dataclass
+class PrismPipelineOutput(BaseOutput):
+    """Output of [`PrismPipeline`].
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch_size, gen_length)`, or `(batch_size, sequence_length)` when
+            infilling): The generated tokens of each row (its prompt and padding left out), or, with
+            ``gen_length=0``, the whole input with its masks filled.
+        quality (`torch.FloatTensor` of the shape of ``sequences``, *optional*): Final per-token quality
+            ``sigmoid(quality_logits)`` in ``[0, 1]`` of the returned tokens; `None` for a model without a head.
+        nfe (`int`): Model forwards actually run (including the one that scores the final sequence).
+        num_remasked (`torch.LongTensor` of shape `(batch_size,)`): Tokens remasked per row over the whole run.
+        texts (`List[str]`, *optional*): Decoded ``sequences`` when a tokenizer is present and ``output_type="text"``.
+        history (`List[Dict[str, Any]]`, *optional*): With ``return_history=True``, one entry per step: ``block``,
+            ``step``, ``sample`` (tokens after the step, `(B, L)`), ``unmasked``, ``remasked`` (`(B, L)` bool) and
+            ``quality`` (`(B, L)` quality of the tokens the step read, or `None`), all on CPU.
+    """
+
+    sequences: torch.LongTensor
+    quality: Optional[torch.FloatTensor] = None
+    nfe: int = 0
+    num_remasked: Optional[torch.LongTensor] = None
+    texts: Optional[List[str]] = None
+    history: Optional[List[Dict[str, Any]]] = None
+
+
+class PrismPipeline(DiffusionPipeline):
+    r"""Masked diffusion sampling with PRISM remasking (or a baseline), block by block.
+
+    Args:
+        model: A [`PrismForMaskedDiffusion`] (logits and quality logits from one forward), or a plain masked
+            diffusion model returning ``.logits`` (every rule that needs no quality head works with it).
+        scheduler ([`PrismScheduler`]): The sampling rules and their knobs.
+        tokenizer (*optional*): Needed for ``prompt`` / ``messages`` and to decode ``texts``; token-level tasks
+            (Sudoku) work without one.
+
+    Example:
+        ```python
+        >>> from prism_hf import PrismForMaskedDiffusion
+        >>> from prism_hf.pipeline_prism import PrismPipeline
+        >>> from prism_hf.scheduling_prism import PrismScheduler
+        >>> from prism_hf.testing import tiny_llada
+        >>> import torch
+
+        >>> model = PrismForMaskedDiffusion.from_backbone(tiny_llada())
+        >>> pipe = PrismPipeline(model=model, scheduler=PrismScheduler(remasking="prism", num_remask=2))
+        >>> out = pipe(input_ids=torch.tensor([[5, 6, 7]]), gen_length=16, num_inference_steps=8, show_progress=False)
+        >>> out.sequences.shape, out.nfe
+        (torch.Size([1, 16]), 9)
+        ```
+    """
+
+    model: Any
+    scheduler: PrismScheduler
+    tokenizer: Any
+
+    _callback_tensor_inputs = ["sample", "unmasked", "remasked", "quality_logits", "logits", "token_confidence"]
+
+    def __init__(self, model: Any, scheduler: PrismScheduler, tokenizer: Any = None):
+        super().__init__()
+        if isinstance(tokenizer, (list, tuple)) and (len(tokenizer) == 0 or tokenizer[0] is None):
+            tokenizer = None  # a pipeline saved without a tokenizer loads it back as [None, None]
+        self.register_modules(model=model, scheduler=scheduler, tokenizer=tokenizer)
+
+    # ----- model plumbing ------------------------------------------------------------------------------------
+    @property
+    def has_quality_head(self) -> bool:
+        """Whether the model returns ``quality_logits`` (a PRISM model)."""
+        return hasattr(self.model, "quality_head")
+
+    def _plain_family(self):
+        if self.has_quality_head:
+            return None
+        try:
+            return family_for_model(self.model)
+        except UnknownFamilyError:
+            return None
+
+    def resolve_mask_token_id(self, mask_token_id: Optional[int] = None) -> int:
+        """The mask id: the argument, else the model's, else the backbone family's rule or the tokenizer's."""
+        if mask_token_id is not None:
+            return int(mask_token_id)
+        found = getattr(self.model, "mask_token_id", None)
+        if found is None:
+            found = getattr(getattr(self.model, "config", None), "mask_token_id", None)
+        if found is None:
+            family = self._plain_family()
+            if family is not None:
+                try:
+                    found = resolve_mask_token_id(family, self.model.config, tokenizer=self.tokenizer)
+                except ValueError:
+                    found = None
+        if found is None and self.tokenizer is not None:
+            found = getattr(self.tokenizer, "mask_token_id", None)
+        if found is None:
+            raise ValueError(
+                "mask_token_id=None: no mask token id is known. The model (and its config) has no `mask_token_id` and "
+                "the tokenizer has no mask token. Pass `mask_token_id=<id>` to the pipeline call."
+            )
+        return int(found)
+
+    def _max_length(self) -> Optional[int]:
+        configs = [getattr(self.model, "config", None)]
+        backbone = getattr(self.model, "backbone", None)
+        if backbone is not None:
+            configs.insert(0, getattr(backbone, "config", None))
+        for config in configs:
+            for attr in _MAX_LENGTH_ATTRS:
+                value = getattr(config, attr, None)
+                if isinstance(value, int) and value > 0:
+                    return value
+        return None
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]):
+        """One model forward; returns ``(logits, quality_logits or None)`` with position ``i`` describing token ``i``."""
+        if self.has_quality_head:
+            output = self.model(input_ids, attention_mask=attention_mask)
+            return output.logits, output.quality_logits
+        family = self._plain_family()
+        if family is None:
+            inputs = {"input_ids": input_ids}
+            if attention_mask is not None:
+                inputs["attention_mask"] = attention_mask
+            output = self.model(**inputs)
+            logits = getattr(output, "logits", None)
+            return (output[0] if logits is None else logits), getattr(output, "quality_logits", None)
+        output = self.model(**family.backbone_inputs(input_ids, attention_mask))
+        logits = getattr(output, family.logits_attr, None)
+        if logits is None:
+            logits = output[0]
+        return family.align(logits), getattr(output, "quality_logits", None)
+
+    # ----- inputs --------------------------------------------------------------------------------------------
+    def _encode_prompts(self, prompt, messages, input_ids, attention_mask, chat_template_kwargs) -> List[torch.Tensor]:
+        """The prompts as a list of 1D id tensors (real tokens only)."""
+        if input_ids is not None:
+            if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int, torch.int32):
+                raise ValueError(f"input_ids must be a torch.LongTensor of token ids; got {type(input_ids).__name__} "
+                                 f"{getattr(input_ids, 'dtype', '')}.")
+            if input_ids.dim() == 1:
+                input_ids = input_ids.unsqueeze(0)
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
+            input_ids = input_ids.long()
+            if attention_mask is None:
+                return list(input_ids)
+            if attention_mask.dim() == 1:
+                attention_mask = attention_mask.unsqueeze(0)
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} must match input_ids shape "
+                                 f"{tuple(input_ids.shape)}.")
+            keep = attention_mask.bool()
+            return [row[k] for row, k in zip(input_ids, keep)]
+        if self.tokenizer is None:
+            raise ValueError("prompt / messages need a tokenizer; this pipeline has none. Pass input_ids instead.")
+        if messages is not None:
+            conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+            out = []
+            for conversation in conversations:
+                ids = self.tokenizer.apply_chat_template(
+                    conversation, add_generation_prompt=True, tokenize=True, return_dict=False, **(chat_template_kwargs or {})
+                )
+                if isinstance(ids, dict) or hasattr(ids, "keys"):
+                    ids = ids["input_ids"]
+                out.append(torch.as_tensor(ids, dtype=torch.long).reshape(-1))
+            return out
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        encoded = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        return [torch.as_tensor(ids, dtype=torch.long) for ids in encoded]
+
+    def check_inputs(self, prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
+                     callback_on_step_end_tensor_inputs) -> None:
+        given = [name for name, value in (("prompt", prompt), ("messages", messages), ("input_ids", input_ids)) if value is not None]
+        if not given:
+            raise ValueError("Pass one of prompt, messages or input_ids.")
+        if len(given) > 1:
+            raise ValueError(f"Pass only one of prompt, messages or input_ids; got {given}.")
+        if not isinstance(gen_length, int) or gen_length < 0:
+            raise ValueError(f"gen_length={gen_length!r} must be an int >= 0 (0 infills the mask tokens of input_ids).")
+        if gen_length == 0 and input_ids is None:
+            raise ValueError("gen_length=0 infills the mask tokens of input_ids; pass input_ids (with mask tokens).")
+        if num_inference_steps is not None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an int >= 1.")
+        if output_type not in ("text", "seq"):
+            raise ValueError(f"output_type={output_type!r} is not valid; choose 'text' or 'seq'.")
+        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs has {bad}; valid: {self._callback_tensor_inputs}.")
+        rule = self.scheduler.remasking_rule
+        if rule.needs_quality and not self.has_quality_head:
+            raise ValueError(
+                f"remasking={rule.name!r} needs a quality head, but the model ({type(self.model).__name__}) has none. "
+                "Wrap it with PrismForMaskedDiffusion.from_backbone(...) (and fine-tune the head), or choose a rule "
+                "that needs no head: 'none', 'random', 'confidence', 'remdm_cap', 'remdm_rescale', 'remdm_conf', 'remdm_loop'."
+            )
+
+    # ----- sampling ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, List[str], None] = None,
+        messages: Optional[Union[List[Dict[str, str]], List[List[Dict[str, str]]]]] = None,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.LongTensor] = None,
+        gen_length: int = 128,
+        num_inference_steps: Optional[int] = None,
+        block_length: Optional[int] = None,
+        mask_token_id: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        eos_early_stop: bool = False,
+        generator: Optional[torch.Generator] = None,
+        output_type: str = "text",
+        return_dict: bool = True,
+        return_quality: bool = True,
+        return_history: bool = False,
+        show_progress: Optional[bool] = None,
+        callback_on_step_end: Union[Callable[..., Dict[str, Any]], PipelineCallback, MultiPipelineCallbacks, None] = None,
+        callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+        chat_template_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> Union[PrismPipelineOutput, tuple]:
+        """Generate ``gen_length`` tokens after each prompt, or (``gen_length=0``) fill the masks of ``input_ids``.
+
+        Args:
+            prompt (`str` or `List[str]`, *optional*): Text prompt(s); needs a tokenizer.
+            messages (`List[dict]` or `List[List[dict]]`, *optional*): One chat or a batch of chats, encoded with the
+                tokenizer's chat template (generation prompt added).
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): Prompt ids, or with
+                ``gen_length=0`` a partly filled sequence whose mask tokens are to be filled (Sudoku: blanks).
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real
+                tokens, 0 for padding (left or right; prompts are re-laid out so that padding goes last).
+            gen_length (`int`, defaults to 128): Tokens to generate per row; 0 infills.
+            num_inference_steps (`int`, *optional*): Schedule steps in total, shared out among the blocks (at least
+                one per block). Defaults to one token per step (``gen_length``, or the most masks of a row).
+                PRISM-loop steps (``scheduler.config.prism_loop_steps`` per block) come on top.
+            block_length (`int`, *optional*): Semi-autoregressive block length; must divide ``gen_length`` (or the
+                sequence length when infilling). Defaults to the scheduler's ``block_length``, else one block.
+            mask_token_id (`int`, *optional*): Overrides the model's mask id.
+            eos_token_id (`int`, *optional*): Defaults to the tokenizer's.
+            eos_early_stop (`bool`): A row whose generation has an EOS with no mask before it is finished: it stops
+                changing and the rest of its generation is set to EOS; the run stops when every row is finished.
+            generator (`torch.Generator`, *optional*): RNG for sampling and the random rules.
+            output_type (`str`, defaults to `"text"`): `"text"` also decodes ``texts`` (with a tokenizer); `"seq"`
+                returns ids only.
+            return_dict (`bool`): Return a [`PrismPipelineOutput`]; otherwise the tuple
+                ``(sequences, quality, nfe, num_remasked, texts)``.
+            return_quality (`bool`, defaults to `True`): With a quality head, run one more forward to score the final
+                tokens (counted in ``nfe``).
+            return_history (`bool`): Keep every step's tokens, unmasked / remasked positions and quality.
+            show_progress (`bool`, *optional*): Show a tqdm bar; defaults to ``set_progress_bar_config``.
+            callback_on_step_end (*optional*): Called as ``callback(pipe, global_step, timestep, callback_kwargs)``
+                after every step; ``callback_kwargs`` holds the tensors named in
+                ``callback_on_step_end_tensor_inputs`` (default ``["sample"]``); a returned ``"sample"`` replaces the
+                tokens.
+            callback_on_step_end_tensor_inputs (`List[str]`, *optional*): Subset of ``_callback_tensor_inputs``.
+            chat_template_kwargs (`dict`, *optional*): Passed to ``apply_chat_template``.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["sample"]
+        self.check_inputs(prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
+                          callback_on_step_end_tensor_inputs)
+        mask_id = self.resolve_mask_token_id(mask_token_id)
+        if eos_token_id is None and self.tokenizer is not None:
+            eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
+        device = self._execution_device
+        scheduler = self.scheduler
+        infill = gen_length == 0
+
+        # ----- lay out the batch -----
+        prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
+        batch_size = len(prompts)
+        if batch_size == 0:
+            raise ValueError("The batch is empty.")
+        lengths = [int(p.numel()) for p in prompts]
+        if infill:
+            seq_len = max(lengths)
+            gen_total = seq_len
+        else:
+            has_mask = [bool((p == mask_id).any()) for p in prompts]
+            if any(has_mask):
+                raise ValueError(
+                    f"input_ids rows {[i for i, m in enumerate(has_mask) if m]} contain the mask token {mask_id} while "
+                    f"gen_length={gen_length}; pass gen_length=0 to infill those masks."
+                )
+            seq_len = max(lengths) + gen_length
+            gen_total = gen_length
+        max_length = self._max_length()
+        if max_length is not None and seq_len > max_length:
+            raise ValueError(
+                f"The longest prompt has {max(lengths)} tokens; with gen_length={gen_length} that is {seq_len} positions, "
+                f"more than the model's maximum {max_length}. Shorten the prompt to at most {max_length - gen_length} "
+                "tokens or lower gen_length."
+            )
+        if block_length is None:
+            block_length = scheduler.config.block_length or gen_total
+        if not isinstance(block_length, int) or block_length < 1 or gen_total % block_length != 0:
+            what = "the sequence length" if infill else "gen_length"
+            raise ValueError(f"block_length={block_length!r} must be a positive divisor of {what} ({gen_total}).")
+        num_blocks = gen_total // block_length
+        self._check_remask_counts(block_length)
+
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
+        pad_id = mask_id if pad_id is None else pad_id
+        x = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            x[i, : lengths[i]] = p
+        lengths_t = torch.tensor(lengths)
+        positions = torch.arange(seq_len)
+        if infill:
+            valid = positions[None, :] < lengths_t[:, None]
+            generated = valid & (x == mask_id)
+            if not bool(generated.any()):
+                raise ValueError(f"gen_length=0 infills mask tokens, but input_ids has no mask token ({mask_id}).")
+            gen_pos = positions[None, :].expand(batch_size, -1)
+        else:
+            x[:, :] = torch.where(
+                (positions[None, :] >= lengths_t[:, None]) & (positions[None, :] < lengths_t[:, None] + gen_length),
+                torch.full_like(x, mask_id),
+                x,
+            )
+            valid = positions[None, :] < lengths_t[:, None] + gen_length
+            gen_pos = positions[None, :] - lengths_t[:, None]
+            generated = (gen_pos >= 0) & (gen_pos < gen_length)
+        x = x.to(device)
+        valid, generated, gen_pos = valid.to(device), generated.to(device), gen_pos.to(device)
+        model_attention = None if bool(valid.all()) else valid.long()
+        block_of = torch.div(gen_pos.clamp(min=0), block_length, rounding_mode="floor")
+
+        if num_inference_steps is None:
+            num_inference_steps = int(generated.sum(-1).max()) if infill else gen_length
+            num_inference_steps = max(num_inference_steps, num_blocks)
+        if num_inference_steps < num_blocks:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} is fewer than the {num_blocks} blocks "
+                f"(gen_length {gen_total} / block_length {block_length}); every block needs at least one step."
+            )
+        base_steps, extra_steps = divmod(num_inference_steps, num_blocks)
+        block_steps = [base_steps + (1 if b < extra_steps else 0) for b in range(num_blocks)]
+        total_steps = sum(block_steps) + num_blocks * scheduler.num_loop_steps
+
+        # ----- sample -----
+        token_confidence = torch.zeros(x.shape, device=device)
+        num_remasked = torch.zeros(batch_size, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        use_eos = eos_early_stop and eos_token_id is not None
+        history: Optional[List[Dict[str, Any]]] = [] if return_history else None
+        nfe = 0
+        global_step = 0
+        progress_config = dict(getattr(self, "_progress_bar_config", {}) or {})
+        if show_progress is not None:
+            progress_config["disable"] = not show_progress
+        progress = tqdm(total=total_steps, **progress_config)
+        stopped = False
+        for block in range(num_blocks):
+            scheduler.set_timesteps(block_steps[block], device=device)
+            in_block = generated & (block_of == block)
+            for timestep in range(len(scheduler.timesteps)):
+                fixed_mask = ~in_block | finished[:, None] if use_eos else ~in_block
+                logits, quality_logits = self._forward(x, model_attention)
+                nfe += 1
+                step_output = scheduler.step(
+                    logits,
+                    timestep,
+                    x,
+                    mask_token_id=mask_id,
+                    quality_logits=quality_logits,
+                    fixed_mask=fixed_mask,
+                    token_confidence=token_confidence,
+                    generator=generator,
+                )
+                sample = step_output.prev_sample
+                unmasked, remasked = step_output.unmasked, step_output.remasked
+                token_confidence = step_output.token_confidence
+                num_remasked += step_output.num_remasked
+                if history is not None:
+                    history.append(
+                        {
+                            "block": block,
+                            "step": timestep,
+                            "sample": sample.cpu(),
+                            "unmasked": unmasked.cpu(),
+                            "remasked": remasked.cpu(),
+                            "quality": None if quality_logits is None else torch.sigmoid(quality_logits.float()).cpu(),
+                        }
+                    )
+                if callback_on_step_end is not None:
+                    available = {
+                        "sample": sample, "unmasked": unmasked, "remasked": remasked, "quality_logits": quality_logits,
+                        "logits": logits, "token_confidence": token_confidence,
+                    }
+                    callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, global_step, timestep, callback_kwargs) or {}
+                    sample = callback_outputs.pop("sample", sample)
+                x = sample
+                global_step += 1
+                progress.update(1)
+                if use_eos:
+                    finished = finished | self._finished_rows(x, generated, gen_pos, mask_id, eos_token_id)
+                    if bool(finished.all()):
+                        stopped = True
+                        break
+            if stopped:
+                break
+        progress.close()
+
+        if use_eos:
+            x = self._fill_after_eos(x, generated, gen_pos, mask_id, eos_token_id, finished)
+        quality = None
+        if return_quality and self.has_quality_head:
+            _, final_quality_logits = self._forward(x, model_attention)
+            nfe += 1
+            quality = torch.sigmoid(final_quality_logits.float())
+
+        # ----- outputs -----
+        if infill:
+            sequences = x
+        else:
+            index = lengths_t.to(device)[:, None] + torch.arange(gen_length, device=device)[None, :]
+            sequences = x.gather(1, index)
+            quality = None if quality is None else quality.gather(1, index)
+        texts = None
+        if output_type == "text" and self.tokenizer is not None:
+            texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return sequences, quality, nfe, num_remasked, texts
+        return PrismPipelineOutput(
+            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history
+        )
+
+    # ----- helpers -------------------------------------------------------------------------------------------
+    def _check_remask_counts(self, block_length: int) -> None:
+        cfg = self.scheduler.config
+        rule = self.scheduler.remasking_rule
+        if rule.kind != "count":
+            return
+        uses_num_remask = cfg.remask_schedule == "fixed" or self.scheduler.num_loop_steps > 0
+        if uses_num_remask and cfg.num_remask > block_length:
+            raise ValueError(
+                f"num_remask={cfg.num_remask} is larger than the block ({block_length} tokens); it must be at most "
+                "block_length (and in practice well below it)."
+            )
+        if cfg.remask_schedule == "budget" and cfg.remask_budget > block_length:
+            raise ValueError(
+                f"remask_budget={cfg.remask_budget} is larger than the block ({block_length} tokens); it must be at most "
+                "block_length."
+            )
+
+    @staticmethod
+    def _first_eos(x, generated, gen_pos, eos_token_id):
+        hit = (x == eos_token_id) & generated
+        far = torch.iinfo(torch.long).max
+        first = torch.where(hit, gen_pos, torch.full_like(gen_pos, far)).min(-1).values
+        return hit.any(-1), first
+
+    def _finished_rows(self, x, generated, gen_pos, mask_id, eos_token_id) -> torch.Tensor:
+        has_eos, first = self._first_eos(x, generated, gen_pos, eos_token_id)
+        masked_before = ((x == mask_id) & generated & (gen_pos < first[:, None])).any(-1)
+        return has_eos & ~masked_before
+
+    def _fill_after_eos(self, x, generated, gen_pos, mask_id, eos_token_id, finished) -> torch.Tensor:
+        _, first = self._first_eos(x, generated, gen_pos, eos_token_id)
+        after = generated & finished[:, None] & (gen_pos > first[:, None])
+        return x.masked_fill(after, eos_token_id)
