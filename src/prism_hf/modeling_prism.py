@@ -349,7 +349,9 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         model = cls(config, backbone=backbone_model)
         backbone_param = next(backbone_model.parameters(), None)
         if backbone_param is not None:
-            model.quality_head.to(device=backbone_param.device, dtype=backbone_param.dtype if backbone_param.is_floating_point() else None)
+            # The head stays float32 (it is tiny, and its BCE is sensitive to precision); the forward casts the
+            # hidden state to the head's dtype.
+            model.quality_head.to(device=backbone_param.device)
         if backbone_training != "full":
             model.set_backbone_training(backbone_training)
         return model
@@ -488,6 +490,15 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         for unused in ("use_safetensors", "_from_auto", "_from_pipeline", "low_cpu_mem_usage", "attn_implementation",
                        "adapter_kwargs", "code_revision", "_commit_hash", "proxies", "user_agent"):
             kwargs.pop(unused, None)
+        # diffusers' pipeline loader (DiffusionPipeline.from_pretrained) passes placement arguments, None when unused.
+        device_map = kwargs.pop("device_map", None)
+        if isinstance(device_map, (str, torch.device)) and device is None:
+            device = device_map
+        elif device_map is not None and not isinstance(device_map, (str, torch.device)):
+            raise ValueError(f"device_map={device_map!r} is not supported; pass a single device (device='cuda:0').")
+        for placement in ("max_memory", "offload_folder", "offload_state_dict"):
+            if kwargs.pop(placement, None) not in (None, False):
+                raise ValueError(f"{placement} is not supported by PrismForMaskedDiffusion.from_pretrained.")
         hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
         if kwargs:
             raise TypeError(f"Unexpected keyword arguments for PrismForMaskedDiffusion.from_pretrained: {sorted(kwargs)}.")

@@ -1,0 +1,123 @@
+"""examples/train_code.py: the LLaDA recipe defaults, data handling, and a real 2-process run on tiny stand-ins."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"examples_{name}"] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+train_code = _load("train_code")
+
+
+def test_defaults_are_the_llada_recipe():
+    model_args, data_args, args = train_code.parse_args(["--output_dir", "unused", "--use_cpu", "true"])
+    assert model_args.model_name_or_path == "GSAI-ML/LLaDA-8B-Instruct"
+    assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (256, 256, 0.1)
+    assert list(model_args.lora_target_modules) == ["q_proj", "k_proj", "v_proj"]
+    assert model_args.head_type == "mlp" and model_args.use_lora and model_args.dtype == "bfloat16"
+    assert args.num_update_tokens == 8 and args.update_selection == "confidence" and args.proposal_temperature == 0.0
+    assert args.mdm_loss_weight == 0.5 and args.learning_rate == 1e-4 and args.weight_decay == 0.1
+    assert args.max_length == 1024 and args.bf16 and args.activation_checkpointing
+    assert args.mask_padding, "LLaDA SFT pads with EOS and masks it"
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 144
+    assert (data_args.dataset_name, data_args.dataset_config) == ("OpenCoder-LLM/opc-sft-stage2", "educational_instruct")
+    assert (data_args.prompt_column, data_args.response_column) == ("instruction", "output")
+
+
+def test_yaml_config_matches_defaults_and_cli_overrides_it(tmp_path):
+    model_args, _, args = train_code.parse_args(["--config", str(EXAMPLES / "configs" / "llada_code.yaml"), "--use_cpu", "true"])
+    assert model_args.trust_remote_code and model_args.lora_r == 256 and args.num_update_tokens == 8
+    _, _, args = train_code.parse_args(["--config", str(EXAMPLES / "configs" / "llada_code.yaml"), "--num_update_tokens", "4", "--use_cpu", "true"])
+    assert args.num_update_tokens == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_update_tokenz: 3\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['num_update_tokenz'\]"):
+        train_code.parse_args(["--config", str(bad), "--use_cpu", "true"])
+
+
+def test_push_to_hub_without_repo_id_is_an_error():
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        train_code.parse_args(["--output_dir", "x", "--push_to_hub", "true", "--use_cpu", "true"])
+
+
+def test_missing_columns_are_named(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    _, data_args, _ = train_code.parse_args(["--output_dir", "x", "--data_files", str(data), "--use_cpu", "true"])
+    with pytest.raises(ValueError, match=r"lacks the columns \['instruction', 'output'\].*--prompt_column"):
+        train_code.load_instruction_dataset(data_args)
+
+
+def test_prompt_tokens_come_first_and_response_ends_with_eos():
+    from prism_hf.testing import tiny_char_tokenizer
+
+    tokenizer = tiny_char_tokenizer()
+    row = train_code.tokenize_prompt_response(tokenizer, "add 1", "def f(x):\n    return x + 1\n")
+    prompt = tokenizer.decode(row["input_ids"][: row["prompt_length"]])
+    assert prompt == "<|user|>add 1<|eos|><|assistant|>"
+    assert row["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(row["input_ids"][row["prompt_length"] : -1]) == "def f(x):\n    return x + 1\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("code")
+    _load("make_tiny_llada").make_tiny_llada(root / "tiny-llada", d_model=32)
+    make_data = _load("make_tiny_code_data")
+    with (root / "code.jsonl").open("w") as f:
+        for row in make_data.make_rows(16):
+            f.write(json.dumps(row) + "\n")
+    return root
+
+
+def _launch(root, out, max_steps, extra=()):
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        str(EXAMPLES / "train_code.py"),
+        "--model_name_or_path", str(root / "tiny-llada"), "--trust_remote_code", "--data_files", str(root / "code.jsonl"),
+        "--output_dir", str(out), "--max_steps", str(max_steps), "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--bf16", "false", "--activation_checkpointing", "false", "--dtype", "float32",
+        "--lora_r", "4", "--lora_alpha", "4", "--max_length", "128", "--save_steps", "2", "--logging_steps", "1",
+        "--seed", "0", "--dataloader_num_workers", "0", *extra,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_process_training_writes_a_small_checkpoint_and_resumes(tiny_assets, tmp_path):
+    out = tmp_path / "run"
+    proc = _launch(tiny_assets, out, max_steps=2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    # Two ranks: each optimizer step consumed 2 processes x 2 rows.
+    assert state["log_history"][-1]["epoch"] == pytest.approx(2 * 2 * 2 / 16)
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "adapter" / "adapter_model.safetensors").is_file()
+    size = sum(f.stat().st_size for f in checkpoint.rglob("*.safetensors"))
+    backbone_size = (tiny_assets / "tiny-llada" / "model.safetensors").stat().st_size
+    assert size < backbone_size, "head + LoRA only, not the backbone"
+    # Resume: a longer run picks up checkpoint-2 and continues to step 4.
+    proc = _launch(tiny_assets, out, max_steps=4)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Resuming from" in proc.stderr + proc.stdout
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps_logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps_logged == [1, 2, 3, 4]
