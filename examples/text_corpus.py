@@ -1,4 +1,4 @@
-"""A tiny synthetic text corpus and a GPT-2-like word-level tokenizer, for offline runs of the text recipe.
+"""Offline stand-ins for the text recipe: a synthetic corpus, a GPT-2-like tokenizer, a tiny MDLM, a tiny GPT-2.
 
 Nothing is downloaded: the corpus is a few hundred lines drawn from a small English-like grammar, so a
 2-layer model can learn something from it in a few steps, and the tokenizer is built in-process with
@@ -6,10 +6,17 @@ Nothing is downloaded: the corpus is a few hundred lines drawn from a small Engl
 document separator when packing) and *no* mask token; the MDLM backbone's vocabulary is
 ``len(tokenizer) + 1`` and its mask id is the last id.
 
-    python examples/text_corpus.py --output_dir /tmp/tiny_text --num_lines 400
+    python examples/text_corpus.py --output_dir data/tiny_text --num_lines 400
 
-writes ``train.txt`` and ``validation.txt`` (one document per line: the layout of the `datasets` "text"
-builder) and ``tokenizer/`` (a `PreTrainedTokenizerFast` folder).
+writes
+
+* ``train.txt`` and ``validation.txt`` (one document per line: the layout of the `datasets` "text" builder),
+* ``tokenizer/`` (the word-level `PreTrainedTokenizerFast`),
+* ``tiny-mdlm/``: an MDLM-shaped backbone saved as a *remote-code* folder (``config.json`` with an ``auto_map``
+  to a modeling file inside the folder), so it loads like ``kuleshov-group/mdlm-owt``:
+  ``AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)``,
+* ``tiny-gpt2/``: a random 2-layer GPT-2 with a character-level tokenizer, the offline stand-in for the
+  Gen PPL / MAUVE judge ``gpt2-large`` (a different tokenizer, so re-tokenisation is exercised).
 """
 
 from __future__ import annotations
@@ -93,6 +100,47 @@ def write_text_corpus(output_dir, num_lines: int = 400, seed: int = 0, validatio
     return {"train": str(out / "train.txt"), "validation": str(out / "validation.txt"), "tokenizer": str(out / "tokenizer")}
 
 
+def write_tiny_mdlm(output_dir, tokenizer=None, hidden_dim: int = 32, n_blocks: int = 2, model_length: int = 64,
+                    seed: int = 0) -> str:
+    """Save a tiny MDLM-shaped backbone (vocabulary ``len(tokenizer) + 1``, mask = last id) as a remote-code folder."""
+    import json
+    import shutil
+
+    import prism_hf.testing as testing
+
+    tokenizer = tokenizer or word_tokenizer()
+    model = testing.tiny_mdlm(vocab_size=len(tokenizer) + 1, hidden_dim=hidden_dim, n_blocks=n_blocks,
+                              model_length=model_length, seed=seed)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    shutil.copyfile(testing.__file__, out / "modeling_tiny_mdlm.py")
+    config = json.loads((out / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "modeling_tiny_mdlm.TinyMDLMConfig",
+        "AutoModelForMaskedLM": "modeling_tiny_mdlm.TinyMDLM",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return str(out)
+
+
+def write_tiny_gpt2(output_dir, n_embd: int = 32, n_layer: int = 2, n_positions: int = 128, seed: int = 0) -> str:
+    """Save a random tiny `GPT2LMHeadModel` with the character-level tokenizer of `prism_hf.testing`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from prism_hf.testing import tiny_char_tokenizer
+
+    tokenizer = tiny_char_tokenizer()
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=4,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    out = Path(output_dir)
+    GPT2LMHeadModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
 def main(argv=None) -> Dict[str, str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
@@ -101,6 +149,8 @@ def main(argv=None) -> Dict[str, str]:
     parser.add_argument("--validation_fraction", type=float, default=0.25)
     args = parser.parse_args(argv)
     paths = write_text_corpus(args.output_dir, args.num_lines, args.seed, args.validation_fraction)
+    paths["tiny_mdlm"] = write_tiny_mdlm(Path(args.output_dir) / "tiny-mdlm", seed=args.seed)
+    paths["tiny_gpt2"] = write_tiny_gpt2(Path(args.output_dir) / "tiny-gpt2", seed=args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return paths
