@@ -18,7 +18,7 @@ import prism_hf.testing as testing
 
 
 def make_tiny_llada(output: Path, d_model: int = 64, n_layers: int = 2, n_heads: int = 4, seed: int = 0,
-                    max_sequence_length: int = 512) -> Path:
+                    max_sequence_length: int = 2048) -> Path:
     tokenizer = testing.tiny_char_tokenizer()
     model = testing.tiny_llada(
         vocab_size=len(tokenizer), d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=seed,
