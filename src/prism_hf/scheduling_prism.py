@@ -357,7 +357,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                 f"{sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
             )
         clean_target = None
-        if rule.kind == "count":
+        if rule.kind != "probability":
             clean_target = torch.ceil(num_generated.double() * plan.alpha_s - 1e-9).long()
             if plan.hold:
                 clean_target = torch.minimum(clean_target, (num_generated - self.config.num_remask).clamp(min=0))
@@ -404,8 +404,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                 prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
             num_unmask = torch.binomial(num_masked.double(), prob, generator=generator).long()
         else:
-            target = clean_target if clean_target is not None else num_generated
-            num_unmask = (target - num_clean + num_remasked).clamp(min=0)
+            num_unmask = (clean_target - num_clean + num_remasked).clamp(min=0)
             num_unmask = torch.minimum(num_unmask, num_masked)
 
         unmask_scores = self.unmasking_rule.score(probs, sampled, token_prob, generator).float()
