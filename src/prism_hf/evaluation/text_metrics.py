@@ -444,7 +444,8 @@ def text_features(
             `AutoModel`), or a loaded model whose forward accepts ``output_hidden_states=True``.
         tokenizer (*optional*): Its tokenizer (required with a loaded model).
         batch_size (`int`): Texts per forward pass.
-        max_length (`int`): Truncate each text to this many tokens (MAUVE's default 1024).
+        max_length (`int`): Truncate each text to this many tokens (MAUVE's default 1024), and never beyond the
+            model's context length.
         device (*optional*): Device of a model loaded by name.
 
     Returns:
@@ -469,6 +470,7 @@ def text_features(
         raise ValueError(f"model is a loaded {type(model).__name__} but no tokenizer was given; pass its tokenizer.")
     model.eval()
     model_device = _model_device(model)
+    max_length = min(max_length, _context_length(model) or max_length)
     rows = _tokenize(tokenizer, texts, max_length)
     empty = [i for i, row in enumerate(rows) if not row]
     if empty:
