@@ -215,9 +215,10 @@ def generate(pipe: PrismPipeline, tasks: List[Dict[str, Any]], args: EvalArgumen
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     from accelerate import PartialState
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object, parse_flag_from_env
 
-    state = PartialState()
+    # Without a GPU (or with ACCELERATE_USE_CPU) run the processes on the CPU with gloo.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     torch.manual_seed(args.seed + state.process_index)
     model, tokenizer, mask_token_id = load_model_and_tokenizer(args)
     model.to(state.device)

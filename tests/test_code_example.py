@@ -178,3 +178,22 @@ def test_eval_code_end_to_end_on_a_tiny_prism_checkpoint(tiny_assets, tmp_path):
     assert not json.loads((tmp_path / "base.json").read_text())["is_prism_checkpoint"]
     with pytest.raises(ValueError, match="prism"):
         eval_code.main([*base, "--remasking", "prism", *common])
+
+
+def test_eval_code_data_parallel_under_accelerate(tiny_assets, tmp_path):
+    """Two processes split the tasks, generation is gathered, the main process executes and writes the JSON."""
+    output = tmp_path / "dp.json"
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
+        str(EXAMPLES / "eval_code.py"), "--checkpoint", str(tiny_assets / "tiny-llada"), "--trust_remote_code",
+        "--dtype", "float32", "--remasking", "none", "--max_tasks", "3", "--gen_length", "16", "--block_length", "16",
+        "--num_inference_steps", "4", "--batch_size", "2", "--timeout", "5", "--output", str(output),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(output.read_text())
+    assert results["num_processes"] == 2
+    assert [t["task_id"] for t in results["tasks"]] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert all(len(t["outcomes"]) == 1 for t in results["tasks"])
