@@ -129,6 +129,13 @@ class PrismPipeline(DiffusionPipeline):
             )
         return int(found)
 
+    def _model_device(self) -> torch.device:
+        try:
+            return self._execution_device
+        except AttributeError:  # a plain nn.Module model that diffusers cannot place
+            param = next(self.model.parameters(), None)
+            return torch.device("cpu") if param is None else param.device
+
     def _max_length(self) -> Optional[int]:
         configs = [getattr(self.model, "config", None)]
         backbone = getattr(self.model, "backbone", None)
@@ -197,6 +204,27 @@ class PrismPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         encoded = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         return [torch.as_tensor(ids, dtype=torch.long) for ids in encoded]
+
+    @staticmethod
+    def _infill_inputs(input_ids, attention_mask, mask_id):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int, torch.int32):
+            raise ValueError(f"input_ids must be a torch.LongTensor of token ids; got {type(input_ids).__name__} "
+                             f"{getattr(input_ids, 'dtype', '')}.")
+        ids = input_ids.long()
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        if ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            valid = torch.ones_like(ids, dtype=torch.bool)
+        else:
+            valid = attention_mask.reshape(ids.shape).bool() if attention_mask.numel() == ids.numel() else None
+            if valid is None:
+                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} must match input_ids shape "
+                                 f"{tuple(ids.shape)}.")
+        if not bool(((ids == mask_id) & valid).any()):
+            raise ValueError(f"gen_length=0 infills mask tokens, but input_ids has no mask token ({mask_id}).")
+        return ids, valid
 
     def check_inputs(self, prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
                      callback_on_step_end_tensor_inputs) -> None:
@@ -293,20 +321,23 @@ class PrismPipeline(DiffusionPipeline):
         mask_id = self.resolve_mask_token_id(mask_token_id)
         if eos_token_id is None and self.tokenizer is not None:
             eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
-        device = self._execution_device
+        device = self._model_device()
         scheduler = self.scheduler
         infill = gen_length == 0
 
         # ----- lay out the batch -----
-        prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
-        batch_size = len(prompts)
-        if batch_size == 0:
-            raise ValueError("The batch is empty.")
-        lengths = [int(p.numel()) for p in prompts]
         if infill:
-            seq_len = max(lengths)
+            # Infilling keeps the caller's layout (Sudoku grids come back cell for cell).
+            infill_ids, infill_valid = self._infill_inputs(input_ids, attention_mask, mask_id)
+            batch_size, seq_len = infill_ids.shape
+            lengths = [seq_len]
             gen_total = seq_len
         else:
+            prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
+            batch_size = len(prompts)
+            if batch_size == 0:
+                raise ValueError("The batch is empty.")
+            lengths = [int(p.numel()) for p in prompts]
             has_mask = [bool((p == mask_id).any()) for p in prompts]
             if any(has_mask):
                 raise ValueError(
@@ -332,26 +363,21 @@ class PrismPipeline(DiffusionPipeline):
 
         pad_id = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
         pad_id = mask_id if pad_id is None else pad_id
-        x = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            x[i, : lengths[i]] = p
-        lengths_t = torch.tensor(lengths)
         positions = torch.arange(seq_len)
         if infill:
-            valid = positions[None, :] < lengths_t[:, None]
+            x, valid = infill_ids, infill_valid
             generated = valid & (x == mask_id)
-            if not bool(generated.any()):
-                raise ValueError(f"gen_length=0 infills mask tokens, but input_ids has no mask token ({mask_id}).")
             gen_pos = positions[None, :].expand(batch_size, -1)
+            lengths_t = torch.zeros(batch_size, dtype=torch.long)
         else:
-            x[:, :] = torch.where(
-                (positions[None, :] >= lengths_t[:, None]) & (positions[None, :] < lengths_t[:, None] + gen_length),
-                torch.full_like(x, mask_id),
-                x,
-            )
-            valid = positions[None, :] < lengths_t[:, None] + gen_length
+            x = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
+            for i, p in enumerate(prompts):  # setup only: one copy per prompt, never inside a step
+                x[i, : lengths[i]] = p
+            lengths_t = torch.tensor(lengths)
             gen_pos = positions[None, :] - lengths_t[:, None]
             generated = (gen_pos >= 0) & (gen_pos < gen_length)
+            x = x.masked_fill(generated, mask_id)
+            valid = gen_pos < gen_length
         x = x.to(device)
         valid, generated, gen_pos = valid.to(device), generated.to(device), gen_pos.to(device)
         model_attention = None if bool(valid.all()) else valid.long()
