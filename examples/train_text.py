@@ -220,9 +220,11 @@ def pack_texts(texts: List[str], tokenizer, block_size: int, wrap_bos_eos: bool 
 def packed_dataset(dataset, tokenizer, block_size: int, text_column: str, wrap_bos_eos: bool = True,
                    num_proc: Optional[int] = None, batch_size: int = 1000):
     """``dataset.map`` of [`pack_texts`]; the result has one column, ``input_ids``, of ``block_size`` tokens."""
+    from datasets import IterableDataset
+
     remove = _column_names(dataset)
     kwargs = {} if num_proc is None else {"num_proc": num_proc}
-    if getattr(dataset, "column_names", None) is not None:
+    if not isinstance(dataset, IterableDataset):  # a streamed map takes no progress description
         kwargs["desc"] = f"tokenise and pack to {block_size}"
     return dataset.map(
         lambda batch: pack_texts(batch[text_column], tokenizer, block_size, wrap_bos_eos),

@@ -148,3 +148,26 @@ def test_non_causal_eval_model_is_rejected_before_sampling(trained, tiny_text, t
     with pytest.raises(ValueError, match="cannot be loaded as a causal language model"):
         eval_text.main(["--model_name_or_path", str(out), "--nfes", "4", "--device", "cpu",
                         "--eval_model", str(tiny_text["tiny_mdlm"]), "--output_dir", str(tmp_path / "eval2")])
+
+
+def test_streaming_packs_the_same_blocks(tiny_text):
+    tokenizer = text_corpus.word_tokenizer()
+    blocks = {}
+    for streaming in (False, True):
+        dataset = train_text.load_text_dataset(dataset_name=None, data_files=[str(tiny_text["train"])], streaming=streaming)
+        packed = train_text.packed_dataset(dataset, tokenizer, 32, "text")
+        blocks[streaming] = [row["input_ids"] for _, row in zip(range(5), packed)]
+    assert blocks[True] == blocks[False] and all(len(b) == 32 for b in blocks[True])
+
+
+def test_rule_overrides_change_and_add_rules():
+    args = eval_text.EvalArguments(
+        rules=["prism", "mine"], top_p=0.9,
+        rule_overrides='{"prism": {"eta": 0.02, "step_on": 0.1}, "mine": {"remasking": "random", "num_remask": 2}}',
+    )
+    settings = args.rule_settings()
+    assert settings["prism"] == {"temperature": 1.0, "top_p": 0.9, "remasking": "prism", "remask_schedule": "binomial",
+                                 "eta": 0.02, "unmasking": "random", "step_on": 0.1}
+    assert settings["mine"]["remasking"] == "random" and settings["mine"]["num_remask"] == 2
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        eval_text.EvalArguments(rule_overrides='["prism"]')
