@@ -4,8 +4,11 @@ Every hostile program here is bounded (a capped number of forks, a capped amount
 broken sandbox makes a test fail without hurting the machine.
 """
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -37,9 +40,19 @@ def _sandbox_processes():
     return pids
 
 
+def _describe(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return {k: fields[k].strip() for k in ("State", "PPid", "Uid", "NSpid") if k in fields}
+    except OSError:
+        return "gone"
+
+
 def _assert_nothing_left(baseline):
     # the sandbox promises that nothing runs once run() returns: no waiting here
-    assert sorted(_sandbox_processes()) == sorted(baseline)
+    left = sorted(set(_sandbox_processes()) - set(baseline))
+    assert left == [], {pid: _describe(pid) for pid in left[:4]}
 
 
 @pytest.fixture
@@ -260,3 +273,71 @@ def test_non_positive_limits_are_rejected(kwargs, name):
 def test_program_must_be_a_string():
     with pytest.raises(TypeError, match="`program` must be Python source"):
         Sandbox().run(b"print(1)")
+
+
+def _interpreter_for_others():
+    """A Python interpreter that an unprivileged uid can run (the venv's may sit under a closed home directory)."""
+    from prism_hf.evaluation._sandbox_child import _world_accessible
+
+    for candidate in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
+        if os.path.exists(candidate) and _world_accessible(os.path.realpath(candidate)):
+            return candidate
+    return None
+
+
+UNPRIVILEGED_CALLER = textwrap.dedent(
+    """
+    import importlib.util, json, socket, sys
+    spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+    sandbox = importlib.util.module_from_spec(spec)
+    sys.modules["sandbox"] = sandbox
+    spec.loader.exec_module(sandbox)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.3)
+    out = {}
+    for use_namespaces in (True, False):
+        box = sandbox.Sandbox(timeout=2.0, memory_limit_mb=256, max_processes=16, use_namespaces=use_namespaces)
+        fork = box.run(sys.argv[2])
+        sock = box.run(f"import socket\\nsocket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), 1)")
+        try:
+            listener.accept()[0].close()
+            arrived = True
+        except socket.timeout:
+            arrived = False
+        memory = box.run("x = b'x' * 2**30")
+        write = box.run(f"open({sys.argv[3]!r}, 'w').write('escaped')")
+        out[str(use_namespaces)] = {
+            "fork": [fork.status, fork.stdout], "socket": [sock.status, arrived], "memory": memory.status,
+            "write": write.status, "isolation": list(fork.isolation),
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="switches to an unprivileged uid to test the non-root path")
+def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path, baseline):
+    python = _interpreter_for_others()
+    if python is None:
+        pytest.skip("no Python interpreter readable by an unprivileged uid on this host")
+    import prism_hf.evaluation.sandbox as sandbox_module
+
+    os.chmod(tmp_path, 0o777)
+    target = tmp_path / "escaped.txt"
+    proc = subprocess.run(
+        [python, "-c", UNPRIVILEGED_CALLER, sandbox_module.__file__, FORK_BOMB.format(depth=9), str(target)],
+        user=65534, group=65534, extra_groups=[], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for use_namespaces, row in out.items():
+        assert row["fork"][0] == "timeout"
+        made, refused = (int(part.split("=")[1]) for part in row["fork"][1].split())
+        assert refused > 0, row  # RLIMIT_NPROC holds for a non-root uid
+        assert row["socket"] == ["failed", False], row
+        assert row["memory"] == "memory" and row["write"] == "failed", row
+    assert "audit_hook" in out["False"]["isolation"] and "pid_namespace" not in out["False"]["isolation"]
+    assert not target.exists()
+    _assert_nothing_left(baseline)

@@ -228,6 +228,8 @@ def _start_program(cfg, drop_to, stdout_fd, stderr_fd):
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
+        # set after the uid change (which clears it): if the supervisor is killed, the program goes with it
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         os.chdir(cfg["workdir"])
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
