@@ -252,6 +252,7 @@ def evaluate(args: EvalArguments) -> Dict[str, Any]:
         unigram_entropy,
     )
     from prism_hf.pipeline_prism import PrismPipeline
+    from prism_hf.remasking import get_remasking_rule
     from prism_hf.scheduling_prism import PrismScheduler
     from prism_hf.trainer import model_max_length
 
@@ -267,6 +268,12 @@ def evaluate(args: EvalArguments) -> Dict[str, Any]:
     )
     model, tokenizer = load_generator(args)
     model.to(device)
+    need_head = [rule for rule, kw in settings.items() if get_remasking_rule(kw["remasking"]).needs_quality]
+    if need_head and not hasattr(model, "quality_head"):
+        raise ValueError(
+            f"rules {need_head} need a quality head, but --model_name_or_path={args.model_name_or_path!r} is a plain "
+            f"{type(model).__name__} backbone. Pass a PRISM checkpoint (train_text.py output) or drop those rules."
+        )
     mask_token_id = PrismPipeline(model=model, scheduler=PrismScheduler(), tokenizer=tokenizer).resolve_mask_token_id()
     seq_length = args.seq_length or model_max_length(model)
     if seq_length is None:

@@ -170,3 +170,12 @@ def test_rule_overrides_change_and_add_rules():
     assert settings["mine"]["remasking"] == "random" and settings["mine"]["num_remask"] == 2
     with pytest.raises(ValueError, match="must be a JSON object"):
         eval_text.EvalArguments(rule_overrides='["prism"]')
+
+
+def test_prism_rule_on_a_plain_backbone_fails_before_sampling(tiny_text, tmp_path):
+    with pytest.raises(ValueError, match=r"rules \['prism'\] need a quality head.*plain TinyMDLM backbone"):
+        eval_text.main(["--model_name_or_path", str(tiny_text["tiny_mdlm"]), "--trust_remote_code", "true",
+                        "--tokenizer_name", str(tiny_text["tokenizer"]), "--rules", "prism", "vanilla", "--nfes", "4",
+                        "--device", "cpu", "--eval_model", str(tiny_text["tiny_gpt2"]),
+                        "--reference_files", str(tiny_text["validation"]), "--output_dir", str(tmp_path)])
+    assert not list(tmp_path.glob("samples_*"))
