@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -19,23 +20,27 @@ from prism_hf.evaluation import Sandbox, SandboxResult, run_in_sandbox
 
 
 IS_ROOT = os.geteuid() == 0
-_MARKERS = (b"_sandbox_child", b"Process side of the sandbox")
+# Every sandbox of this module tags its programs' environment, so that leftovers are found by the tag (even after
+# setsid / double fork) and sandboxes run by other processes at the same time are not counted.
+TOKEN = f"prism-sandbox-test-{uuid.uuid4().hex}"
+TAG = {"PRISM_SANDBOX_TEST_TOKEN": TOKEN}
 
 
-def _sandbox_processes():
-    """Pids of live (non-zombie) processes that belong to any sandbox: supervisor or program interpreter."""
+def _tagged_processes():
+    """Pids of live (non-zombie) processes whose environment carries this module's tag."""
+    needle = f"PRISM_SANDBOX_TEST_TOKEN={TOKEN}".encode()
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
             with open(f"/proc/{name}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != b"Z" and any(m in cmdline for m in _MARKERS):
+        if state != b"Z" and needle in environ:
             pids.append(int(name))
     return pids
 
@@ -49,19 +54,18 @@ def _describe(pid):
         return "gone"
 
 
-def _assert_nothing_left(baseline):
+def _assert_nothing_left():
     # the sandbox promises that nothing runs once run() returns: no waiting here
-    left = sorted(set(_sandbox_processes()) - set(baseline))
+    left = _tagged_processes()
     assert left == [], {pid: _describe(pid) for pid in left[:4]}
 
 
-@pytest.fixture
-def baseline():
-    return _sandbox_processes()
+def _sandbox(**kwargs):
+    return Sandbox(env=TAG, **kwargs)
 
 
 def test_passing_and_failing_programs():
-    sandbox = Sandbox(timeout=5)
+    sandbox = _sandbox(timeout=5)
     ok = sandbox.run("def add(a, b):\n    return a + b\nassert add(2, 3) == 5\nprint('fine')\n")
     assert isinstance(ok, SandboxResult)
     assert ok.status == "passed" and ok.passed and ok.returncode == 0
@@ -71,16 +75,18 @@ def test_passing_and_failing_programs():
     assert "AssertionError" in bad.stderr
     syntax = sandbox.run("def add(a, b:\n")
     assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+    env = sandbox.run("import os\nassert os.environ['PRISM_SANDBOX_TEST_TOKEN'] == " + repr(TOKEN))
+    assert env.status == "passed", env.stderr
 
 
-def test_infinite_loop_times_out(baseline):
+def test_infinite_loop_times_out():
     start = time.monotonic()
-    result = run_in_sandbox("while True:\n    pass\n", timeout=1.0)
+    result = run_in_sandbox("while True:\n    pass\n", timeout=1.0, env=TAG)
     elapsed = time.monotonic() - start
     assert result.status == "timeout" and not result.passed
     assert 1.0 <= result.duration < 1.5
     assert elapsed < 4.0
-    _assert_nothing_left(baseline)
+    _assert_nothing_left()
 
 
 FORK_BOMB = textwrap.dedent(
@@ -104,8 +110,8 @@ FORK_BOMB = textwrap.dedent(
 
 
 @pytest.mark.parametrize("use_namespaces", [True, False], ids=["namespaces", "rlimits_only"])
-def test_fork_bomb_is_contained(baseline, use_namespaces):
-    sandbox = Sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces)
+def test_fork_bomb_is_contained(use_namespaces):
+    sandbox = _sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces)
     result = sandbox.run(FORK_BOMB.format(depth=12 if use_namespaces else 9))
     assert result.status == "timeout" and not result.passed
     if use_namespaces:
@@ -114,11 +120,11 @@ def test_fork_bomb_is_contained(baseline, use_namespaces):
         # RLIMIT_NPROC holds: the root process saw forks refused (root itself is exempt from it)
         made, refused = (int(part.split("=")[1]) for part in result.stdout.split())
         assert refused > 0 and made <= 16
-    _assert_nothing_left(baseline)
+    _assert_nothing_left()
 
 
 @pytest.mark.parametrize("use_namespaces", [True, False], ids=["namespaces", "rlimits_only"])
-def test_daemonized_processes_are_killed(baseline, use_namespaces):
+def test_daemonized_processes_are_killed(use_namespaces):
     program = textwrap.dedent(
         """
         import os, time
@@ -131,12 +137,12 @@ def test_daemonized_processes_are_killed(baseline, use_namespaces):
         print("parent done", flush=True)
         """
     )
-    result = Sandbox(timeout=5.0, use_namespaces=use_namespaces).run(program)
+    result = _sandbox(timeout=5.0, use_namespaces=use_namespaces).run(program)
     assert result.status == "passed", result.stderr
-    _assert_nothing_left(baseline)
+    _assert_nothing_left()
 
 
-def test_memory_bomb_is_contained(baseline):
+def test_memory_bomb_is_contained():
     program = textwrap.dedent(
         """
         chunks = []
@@ -144,10 +150,10 @@ def test_memory_bomb_is_contained(baseline):
             chunks.append(b"x" * (64 * 2**20))
         """
     )
-    result = run_in_sandbox(program, timeout=10.0, memory_limit_mb=256)
+    result = run_in_sandbox(program, timeout=10.0, memory_limit_mb=256, env=TAG)
     assert result.status == "memory" and not result.passed
     assert result.duration < 5.0
-    _assert_nothing_left(baseline)
+    _assert_nothing_left()
 
 
 def _guard_variants():
@@ -191,7 +197,7 @@ def test_files_outside_the_working_directory_are_untouched(tmp_path, in_process_
         assert not errors, errors
         """
     )
-    result = Sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
+    result = _sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
     assert result.status == "failed", (result.status, result.stderr)
     assert "assert not errors" in result.stderr  # writing inside its own directory worked
     if not in_process_guard:
@@ -234,7 +240,7 @@ def test_socket_to_localhost_is_refused(in_process_guard):
         """
     )
     try:
-        result = Sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
+        result = _sandbox(timeout=5.0, in_process_guard=in_process_guard).run(program)
         time.sleep(0.3)  # a connection that did get through would have been accepted by now
     finally:
         stop.set()
@@ -270,6 +276,12 @@ def test_non_positive_limits_are_rejected(kwargs, name):
         Sandbox(**kwargs)
 
 
+@pytest.mark.parametrize("env", [{"A": 1}, {"": "x"}, ["A=1"]])
+def test_bad_env_is_rejected(env):
+    with pytest.raises(ValueError, match="`env` must map variable names to str values"):
+        Sandbox(env=env)
+
+
 def test_program_must_be_a_string():
     with pytest.raises(TypeError, match="`program` must be Python source"):
         Sandbox().run(b"print(1)")
@@ -298,7 +310,10 @@ UNPRIVILEGED_CALLER = textwrap.dedent(
     listener.settimeout(0.3)
     out = {}
     for use_namespaces in (True, False):
-        box = sandbox.Sandbox(timeout=2.0, memory_limit_mb=256, max_processes=16, use_namespaces=use_namespaces)
+        box = sandbox.Sandbox(
+            timeout=2.0, memory_limit_mb=256, max_processes=16, use_namespaces=use_namespaces,
+            env={"PRISM_SANDBOX_TEST_TOKEN": sys.argv[4]},
+        )
         fork = box.run(sys.argv[2])
         sock = box.run(f"import socket\\nsocket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), 1)")
         try:
@@ -318,7 +333,7 @@ UNPRIVILEGED_CALLER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="switches to an unprivileged uid to test the non-root path")
-def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path, baseline):
+def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path):
     python = _interpreter_for_others()
     if python is None:
         pytest.skip("no Python interpreter readable by an unprivileged uid on this host")
@@ -327,7 +342,7 @@ def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path, baseline)
     os.chmod(tmp_path, 0o777)
     target = tmp_path / "escaped.txt"
     proc = subprocess.run(
-        [python, "-c", UNPRIVILEGED_CALLER, sandbox_module.__file__, FORK_BOMB.format(depth=9), str(target)],
+        [python, "-c", UNPRIVILEGED_CALLER, sandbox_module.__file__, FORK_BOMB.format(depth=9), str(target), TOKEN],
         user=65534, group=65534, extra_groups=[], cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -340,4 +355,4 @@ def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path, baseline)
         assert row["memory"] == "memory" and row["write"] == "failed", row
     assert "audit_hook" in out["False"]["isolation"] and "pid_namespace" not in out["False"]["isolation"]
     assert not target.exists()
-    _assert_nothing_left(baseline)
+    _assert_nothing_left()

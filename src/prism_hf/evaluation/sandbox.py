@@ -89,6 +89,8 @@ class Sandbox:
         in_process_guard (`bool`, defaults to `True`): also install the in-interpreter audit hook (no sockets, no
             new programs, no signals, no writes outside the working directory).
         uid (`int`, *optional*): uid to run programs as when root; by default a fresh uid per program.
+        env (`dict[str, str]`, *optional*): extra environment variables for the program (its environment is otherwise
+            minimal: `PATH`, `LANG`, `HOME` and `TMPDIR` set to its working directory, `PYTHONHASHSEED=0`).
         python (`str`, *optional*): interpreter for the programs; defaults to `sys.executable`.
     """
 
@@ -103,6 +105,7 @@ class Sandbox:
         in_process_guard: bool = True,
         uid: int | None = None,
         python: str | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.timeout = _positive("timeout", timeout)
         self.memory_limit_mb = _positive("memory_limit_mb", memory_limit_mb, int)
@@ -114,6 +117,11 @@ class Sandbox:
         self.use_namespaces = bool(use_namespaces)
         self.in_process_guard = bool(in_process_guard)
         self.uid = uid
+        if env is not None and not (
+            isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) and k for k, v in env.items())
+        ):
+            raise ValueError(f"`env` must map variable names to str values, got {env!r:.200}.")
+        self.env = dict(env or {})
         self.python = python or sys.executable
         if not os.access(self.python, os.X_OK):
             raise ValueError(f"`python` must be an executable interpreter, got {self.python!r}.")
@@ -146,6 +154,7 @@ class Sandbox:
                 "TMPDIR": str(workdir),
                 "PYTHONHASHSEED": "0",
                 "OMP_NUM_THREADS": "1",
+                **self.env,
             },
         }
 
