@@ -7,6 +7,7 @@ trainers only move batches into it and bookkeep metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -127,6 +128,23 @@ class MDMTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._skipped_batches = 0
+        self._rng_position = (None, None, 0)
+
+    def _step_generator(self, model: nn.Module, device: torch.device) -> torch.Generator:
+        """A fresh generator for the masking and proposal draws of this micro-batch.
+
+        Its seed is a hash of ``(args.seed, train/eval, global step, micro-batch index, process index)``: every
+        process draws different masks (the global RNG is seeded identically on all ranks), and a resumed run
+        draws exactly what the uninterrupted run drew, with no generator state to checkpoint.
+        """
+        mode = "train" if model.training else "eval"
+        step = self.state.global_step
+        last_mode, last_step, count = self._rng_position
+        count = count + 1 if (mode, step) == (last_mode, last_step) else 0
+        self._rng_position = (mode, step, count)
+        key = f"{self.args.seed}/{mode}/{step}/{count}/{self.accelerator.process_index}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+        return torch.Generator(device=device).manual_seed(seed)
 
     # ----- set-up helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -209,6 +227,7 @@ class MDMTrainer(Trainer):
             self.mask_token_id,
             eps=getattr(self.args, "mask_eps", 1e-3),
             antithetic=getattr(self.args, "antithetic", False),
+            generator=self._step_generator(model, input_ids.device),
         )
         logits = self._logits(model, noisy_ids, attention_mask)
         loss = mdm_loss(logits, input_ids, masked, t)
@@ -339,6 +358,7 @@ class PrismTrainer(MDMTrainer):
             eps=args.mask_eps,
             antithetic=args.antithetic,
             train_backbone=self.train_backbone,
+            generator=self._step_generator(model, inputs["input_ids"].device),
         )
         self._record(model, mdm_loss=out.mdm_loss, self_correction_loss=out.self_correction_loss)
         self._record_pairs(model, out.quality_logits, out.quality_targets, out.quality_valid)
