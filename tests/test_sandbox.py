@@ -252,6 +252,32 @@ def test_socket_to_localhost_is_refused(in_process_guard):
         assert "network_namespace" in result.isolation, result.notes
 
 
+def test_writes_are_bounded():
+    program = textwrap.dedent(
+        """
+        written = 0
+        try:
+            with open("big.bin", "wb") as f:  # one file beyond the limit
+                f.write(b"x" * (8 * 2**20))
+        except OSError as e:
+            print("big refused", flush=True)
+        try:
+            for i in range(16):  # many files within the limit: at most 16 MiB if nothing bounds the total
+                with open(f"part{i}.bin", "wb") as f:
+                    f.write(b"x" * 2**20)
+                written += 1
+        finally:
+            print(f"written={written}", flush=True)
+        """
+    )
+    result = _sandbox(timeout=5.0, max_file_size_mb=4).run(program)
+    assert "big refused" in result.stdout
+    if "private_workdir" in result.isolation:  # the working directory is a tmpfs of max_file_size_mb
+        assert result.status == "failed" and "No space left" in result.stderr
+        assert int(result.stdout.split("written=")[1]) < 4
+    _assert_nothing_left()
+
+
 def test_output_is_truncated():
     result = run_in_sandbox("print('x' * 100_000)", timeout=5.0, max_output_bytes=100)
     assert result.status == "passed"

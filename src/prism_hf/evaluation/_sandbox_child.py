@@ -117,11 +117,15 @@ def _open_path_to(paths):
                 os.close(fd)
 
 
-def _mask_temp_dirs(cfg):
-    """Mount-namespace-only: give the program fresh, empty ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (with its
-    working directory bound back at its own path), so world-writable host directories are out of reach."""
+def _mask_temp_dirs(cfg, owner):
+    """Mount-namespace-only: give the program fresh, empty ``/tmp``, ``/var/tmp`` and ``/dev/shm``, and a working
+    directory of its own on a size-limited tmpfs (at the same path), so that world-writable host directories are
+    out of reach and what it writes is bounded in size and vanishes with the namespace."""
     workdir = cfg["workdir"]
+    size = cfg["tmpfs_size_bytes"]
     keep = [os.path.realpath(p) for p in cfg["needed_paths"]]
+    with open(os.path.join(workdir, "program.py"), "rb") as f:
+        program = f.read()
     masked = []
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
         if not os.path.isdir(d) or os.path.islink(d):
@@ -129,17 +133,14 @@ def _mask_temp_dirs(cfg):
         real = os.path.realpath(d)
         if any(p == real or p.startswith(real + os.sep) for p in keep):
             continue  # the interpreter lives there: masking would hide it
-        holds_workdir = os.path.realpath(workdir).startswith(real + os.sep)
-        fd = os.open(workdir, os.O_PATH) if holds_workdir else None
-        try:
-            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={cfg['tmpfs_size_bytes']}")
-            if holds_workdir:
-                os.makedirs(workdir, exist_ok=True)
-                _mount(f"/proc/self/fd/{fd}", workdir, None, MS_BIND)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
         masked.append(d)
+    os.makedirs(workdir, exist_ok=True)
+    uid, gid = owner
+    _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0700,size={size},uid={uid},gid={gid}")
+    fd = os.open(os.path.join(workdir, "program.py"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(program)
     return masked
 
 
@@ -345,11 +346,12 @@ def supervise(config_path):
                 notes.append("interpreter not readable by an unprivileged uid: program runs as root")
         if mount_ns:
             try:
-                masked = _mask_temp_dirs(cfg)
+                masked = _mask_temp_dirs(cfg, drop_to or (os.getuid(), os.getgid()))
+                layers.append("private_workdir")
                 if masked:
                     layers.append("private_tmp")
             except OSError as e:
-                notes.append(f"could not mask temporary directories ({e})")
+                notes.append(f"could not mount private temporary directories ({e})")
         if cfg["in_process_guard"]:
             layers.append("audit_hook")
         report = _supervise_program(cfg, drop_to, stdout_fd, stderr_fd, in_pid_namespace)
