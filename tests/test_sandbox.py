@@ -111,11 +111,15 @@ FORK_BOMB = textwrap.dedent(
 
 @pytest.mark.parametrize("use_namespaces", [True, False], ids=["namespaces", "rlimits_only"])
 def test_fork_bomb_is_contained(use_namespaces):
-    sandbox = _sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces)
+    # as root without namespaces, the fresh uid needs an interpreter that others may run (the venv's may be closed)
+    python = _interpreter_for_others() if IS_ROOT and not use_namespaces else None
+    sandbox = _sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces, python=python)
     result = sandbox.run(FORK_BOMB.format(depth=12 if use_namespaces else 9))
     assert result.status == "timeout" and not result.passed
     if use_namespaces:
         assert "pid_namespace" in result.isolation, result.notes
+    if IS_ROOT and (use_namespaces or python is not None):
+        assert "unprivileged_uid" in result.isolation, result.notes
     if not IS_ROOT or "unprivileged_uid" in result.isolation:
         # RLIMIT_NPROC holds: the root process saw forks refused (root itself is exempt from it)
         made, refused = (int(part.split("=")[1]) for part in result.stdout.split())

@@ -127,9 +127,12 @@ class Sandbox:
             raise ValueError(f"`python` must be an executable interpreter, got {self.python!r}.")
 
     def _config(self, control: Path, workdir: Path) -> dict:
-        python_real = os.path.realpath(self.python)
-        needed = [self.python, python_real, sys.prefix, sys.base_prefix]
-        extra_sys_path = [p for p in site.getsitepackages() if os.path.isdir(p)] if self.python == sys.executable else []
+        # what the program interpreter must be able to read; the parent's packages only when it is our interpreter
+        needed = [self.python, os.path.realpath(self.python)]
+        extra_sys_path = []
+        if self.python == sys.executable:
+            needed += [sys.prefix, sys.base_prefix]
+            extra_sys_path = [p for p in site.getsitepackages() if os.path.isdir(p)]
         return {
             "workdir": str(workdir),
             "stdout_path": str(control / "stdout"),
