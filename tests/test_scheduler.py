@@ -421,3 +421,39 @@ def test_tuple_output_and_model_output_object():
     assert isinstance(out, PrismSchedulerOutput)
     as_tuple = s.step(model_output, 1, x, mask_token_id=MASK, fixed_mask=x != MASK, return_dict=False)
     assert torch.equal(as_tuple[0], out.prev_sample) and torch.equal(as_tuple[2], out.remasked)
+
+
+def test_temperature_sampling_follows_the_posterior():
+    logits = torch.full((1, 20000, VOCAB), -30.0)
+    logits[..., 3], logits[..., 4], logits[..., 5] = 0.0, 1.0, 2.0
+    logits[..., MASK] = 5.0  # dropped: the draw is from the posterior renormalised without the mask token
+    s = PrismScheduler(remasking="none", temperature=1.0)
+    tokens, prob, _ = s.sample_tokens(logits, generator=torch.Generator().manual_seed(0), mask_token_id=MASK)
+    freq = torch.bincount(tokens.flatten(), minlength=VOCAB).double() / tokens.numel()
+    expected = torch.softmax(torch.tensor([0.0, 1.0, 2.0], dtype=torch.double), 0)
+    assert torch.allclose(freq[3:6], expected, atol=0.015)
+    assert torch.allclose(prob[tokens == 5], torch.tensor(expected[2].item(), dtype=torch.float), atol=1e-5)
+    cold = PrismScheduler(remasking="none", temperature=0.25)
+    cold_tokens, _, _ = cold.sample_tokens(logits, generator=torch.Generator().manual_seed(0), mask_token_id=MASK)
+    assert (cold_tokens == 5).double().mean() > freq[5] + 0.1
+
+
+@pytest.mark.parametrize("vocab", [12, 100])  # the short-row and the long-row sampling paths
+@pytest.mark.parametrize("unmasking", ["confidence", "margin"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_token_probabilities_exclude_the_mask_token(vocab, unmasking, temperature):
+    mask_id = 7
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, vocab, generator=g) * 3
+    logits[0, :, mask_id] = 50.0  # row 0: the mask token would win everywhere
+    s = PrismScheduler(unmasking=unmasking, remasking="none", temperature=temperature)
+    tokens, token_prob, probs = s.sample_tokens(logits, generator=g, mask_token_id=mask_id)
+    reference = logits.index_fill(-1, torch.tensor([mask_id]), float("-inf")).softmax(-1)
+    assert (tokens != mask_id).all()
+    if temperature == 0:
+        assert torch.equal(tokens, reference.argmax(-1))
+    assert torch.allclose(token_prob, reference.gather(-1, tokens[..., None]).squeeze(-1), atol=1e-5)
+    if unmasking == "margin":
+        assert torch.allclose(probs, reference, atol=1e-5)
+    else:
+        assert probs is None

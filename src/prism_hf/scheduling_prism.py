@@ -40,6 +40,9 @@ from .unmasking import get_unmasking_rule
 
 __all__ = ["PrismScheduler", "PrismSchedulerOutput"]
 
+# Vocabularies up to this size take the short-row sampling path (see `PrismScheduler.sample_tokens`).
+_SHORT_VOCAB = 64
+
 
 @dataclass
 class PrismSchedulerOutput(BaseOutput):
@@ -269,22 +272,41 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             (else `None`).
         """
         logits = logits.float()
-        if mask_token_id is not None and 0 <= mask_token_id < logits.shape[-1]:
-            logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+        vocab_size = logits.shape[-1]
+        has_mask_column = mask_token_id is not None and 0 <= mask_token_id < vocab_size
         temperature = self.config.temperature
         if temperature > 0:
-            logits = self._filter_logits(logits / temperature)
-        log_norm = logits.logsumexp(-1)
-        if temperature == 0:
-            best_logit, sampled = logits.max(-1)
-        else:
-            # Gumbel-max with exponential races: argmax p / E, E ~ Exp(1), equals a categorical draw.
-            noise = torch.empty_like(logits).exponential_(generator=generator)
-            sampled = (logits - noise.log()).argmax(-1)
-            best_logit = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
-        token_prob = (best_logit - log_norm).exp()
-        probs = (logits - log_norm.unsqueeze(-1)).exp() if self.unmasking_rule.needs_full_probs else None
-        return sampled, token_prob, probs
+            if has_mask_column:  # before top-k / top-p, so the filters never keep only the mask token
+                logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+            logits = self._filter_logits(logits / temperature if temperature != 1.0 else logits)
+            if vocab_size <= _SHORT_VOCAB:
+                unnormalised = (logits - logits.amax(-1, keepdim=True)).exp_()
+                probs = unnormalised / unnormalised.sum(-1, keepdim=True)
+            else:
+                probs = logits.softmax(-1)
+            # Inverse-CDF draw: one uniform per position (cheaper on CPU than a Gumbel / exponential race over V).
+            cdf = probs.cumsum(-1)
+            u = torch.rand(probs.shape[:-1] + (1,), device=probs.device, generator=generator, dtype=cdf.dtype)
+            sampled = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1).clamp_(max=vocab_size - 1)
+            token_prob = probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+            return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
+        if vocab_size <= _SHORT_VOCAB:
+            # Short rows (Sudoku: 11 tokens): PyTorch's CPU softmax / topk kernels cost far more per row than the
+            # math, so use max + exp + sum; the drawn (argmax) token has exp(0) = 1, so its probability is 1 / sum.
+            if has_mask_column:
+                logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+            best, sampled = logits.max(-1)
+            unnormalised = (logits - best.unsqueeze(-1)).exp_()
+            total = unnormalised.sum(-1)
+            token_prob = total.reciprocal()
+            full = unnormalised / total.unsqueeze(-1) if self.unmasking_rule.needs_full_probs else None
+            return sampled, token_prob, full
+        # Long rows: softmax is one fused kernel (logsumexp-based forms cost several passes over (B, L, V)).
+        if has_mask_column:
+            logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+        probs = logits.softmax(-1)
+        token_prob, sampled = probs.max(-1)
+        return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
 
     def step(
         self,
