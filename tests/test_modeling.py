@@ -68,8 +68,19 @@ def test_unshifted_families_return_backbone_logits_unchanged(name):
     ids = _inputs()
     with torch.no_grad():
         ours = model(ids).logits
-        theirs = model.backbone(input_ids=ids).logits
+        theirs = model.backbone(**model.family.backbone_inputs(ids, None)).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_mdlm_stand_in_is_as_strict_as_upstream():
+    """kuleshov-group/mdlm-owt needs `timesteps` and returns a bare tensor without return_dict: the family handles both."""
+    backbone = tiny_mdlm()
+    ids = _inputs()
+    with pytest.raises(TypeError):
+        backbone(input_ids=ids)
+    assert isinstance(backbone(input_ids=ids, timesteps=torch.zeros(3)), torch.Tensor)
+    inputs = get_family("mdlm").backbone_inputs(ids, torch.ones_like(ids))
+    assert "attention_mask" not in inputs and inputs["timesteps"].shape == (3,) and inputs["return_dict"] is True
 
 
 def test_dream_logits_are_shifted_so_position_i_describes_token_i():
@@ -443,3 +454,39 @@ def test_remote_code_llada_folder_loads_like_the_hub_checkpoint(tmp_path):
     model.save_pretrained(tmp_path / "prism")
     loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism", trust_remote_code=True)
     _assert_same_outputs(model.eval(), loaded, _inputs(vocab=100))
+
+
+def test_full_weights_of_a_remote_code_backbone_reload_in_a_fresh_process(tmp_path):
+    """The backbone class is not in transformers: it is rebuilt from the reference's remote code, then loaded."""
+    import subprocess
+    import sys
+
+    spec_path = Path(__file__).parents[1] / "examples" / "make_tiny_llada.py"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_llada_fresh", spec_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = module.make_tiny_llada(tmp_path / "tiny-llada", d_model=32)
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=True)  # full fine-tune
+    with torch.no_grad():
+        model.backbone.model.transformer.wte.weight.mul_(2.0)
+    model.save_pretrained(tmp_path / "prism")
+    ids = _inputs(vocab=100)
+    torch.save(ids, tmp_path / "ids.pt")
+    with torch.no_grad():
+        expected = model.eval()(ids).logits
+    torch.save(expected, tmp_path / "expected.pt")
+    script = (
+        "import sys, torch\n"
+        "from prism_hf import PrismForMaskedDiffusion\n"
+        "assert 'prism_hf.testing' not in sys.modules\n"
+        f"m = PrismForMaskedDiffusion.from_pretrained({str(tmp_path / 'prism')!r}, trust_remote_code=True)\n"
+        f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
+        f"assert torch.equal(m(ids).logits, torch.load({str(tmp_path / 'expected.pt')!r}))\n"
+        "assert type(m.backbone).__module__.startswith('transformers_modules')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

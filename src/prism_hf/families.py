@@ -66,10 +66,17 @@ def _no_attention_mask(input_ids: torch.Tensor, attention_mask: Optional[torch.T
     return {}
 
 
+def _no_attention_mask_zero_timesteps(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> Dict[str, Any]:
+    """MDLM (kuleshov-group/mdlm-owt): ``forward(input_ids, timesteps, ...)`` has no attention mask and needs a
+    ``timesteps`` tensor even though the public checkpoint ignores it (``time_conditioning=False``)."""
+    return {"timesteps": torch.zeros(input_ids.shape[0], device=input_ids.device)}
+
+
 ATTENTION_MASK_CONVENTIONS: Dict[str, Callable[[torch.Tensor, Optional[torch.Tensor]], Dict[str, Any]]] = {
     "2d": _attention_mask_2d,
     "4d_with_positions": _attention_mask_4d_with_positions,
     "none": _no_attention_mask,
+    "none_zero_timesteps": _no_attention_mask_zero_timesteps,
 }
 
 
@@ -88,7 +95,8 @@ class BackboneFamily:
         logits_shift (`bool`): ``True`` when the backbone predicts token ``i`` at position ``i-1``
             (Dream). PRISM shifts logits and hidden states right by one so that position ``i`` always
             describes token ``i``.
-        attention_mask_convention (`str`): One of ``"2d"``, ``"4d_with_positions"``, ``"none"``.
+        attention_mask_convention (`str`): One of ``"2d"``, ``"4d_with_positions"``, ``"none"``,
+            ``"none_zero_timesteps"`` (MDLM: no mask, a zero ``timesteps`` tensor).
         mask_token_id_attr (`str`): Name of the config attribute that holds the mask id, if any.
         default_mask_token_id (`Callable`, *optional*): Family rule computing the mask id from the
             backbone config when neither the config attribute nor the tokenizer has one (MDLM: the
@@ -276,16 +284,18 @@ register_family(
         attention_mask_convention="4d_with_positions",
     )
 )
-# MDLM (kuleshov-group/mdlm-owt; remote code): DiT backbone without a padding mask; the mask token is
-# the last vocabulary id; the final layer's norm output is the last hidden state.
+# MDLM (kuleshov-group/mdlm-owt; remote code): DiT backbone without a padding mask whose forward needs a
+# `timesteps` tensor and returns a bare tensor unless return_dict=True; the mask token is the last
+# vocabulary id (the GPT-2 tokenizer has none); the final layer's norm output is the last hidden state.
 register_family(
     BackboneFamily(
         name="mdlm",
         model_types=("mdlm",),
         auto_class="AutoModelForMaskedLM",
         hidden_state_module="backbone.output_layer.norm_final",
-        attention_mask_convention="none",
+        attention_mask_convention="none_zero_timesteps",
         default_mask_token_id=_last_vocab_id,
+        extra_forward_kwargs={"return_dict": True},
     )
 )
 

@@ -609,18 +609,31 @@ def _backbone_from_config(config: PrismConfig, family: BackboneFamily, trust_rem
 
     if not config.backbone_config:
         raise ValueError("PrismConfig.backbone_config is empty; cannot rebuild the backbone.")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     backbone_dict = dict(config.backbone_config)
     model_type = backbone_dict.pop("model_type", config.backbone_family)
-    try:
-        backbone_config = AutoConfig.for_model(model_type, **backbone_dict)
-    except ValueError as err:
-        raise ValueError(
-            f"Cannot rebuild a backbone of model_type={model_type!r} from its config: {err}. For a remote-code family, "
-            "register its config and model classes with AutoConfig/AutoModel first, or pass backbone= to from_pretrained."
-        ) from err
     auto_cls = getattr(transformers, family.auto_class)
-    kwargs = {"trust_remote_code": trust_remote_code} if trust_remote_code else {}
-    return auto_cls.from_config(backbone_config, **kwargs)
+    if model_type in CONFIG_MAPPING:
+        return auto_cls.from_config(AutoConfig.for_model(model_type, **backbone_dict))
+    # A remote-code family: its config class lives with the backbone reference, not in transformers.
+    reference = config.backbone_name_or_path
+    if reference is None:
+        raise ValueError(
+            f"Cannot rebuild a backbone of model_type={model_type!r}: transformers does not know it and the checkpoint "
+            "records no backbone reference to fetch its code from. Register its config and model classes with "
+            "AutoConfig/AutoModel first, or pass backbone= to from_pretrained."
+        )
+    if not trust_remote_code:
+        raise ValueError(
+            f"Rebuilding the {model_type!r} backbone needs its remote code from {reference!r}: pass trust_remote_code=True "
+            "to from_pretrained if you trust it (it is never turned on for you)."
+        )
+    backbone_config = AutoConfig.from_pretrained(reference, revision=config.backbone_revision, trust_remote_code=True)
+    for key, value in backbone_dict.items():
+        if not key.startswith("_") and key not in ("auto_map", "architectures", "transformers_version"):
+            setattr(backbone_config, key, value)
+    return auto_cls.from_config(backbone_config, trust_remote_code=True)
 
 
 def _try_load_tokenizer(name_or_path: str, revision=None, trust_remote_code=False):

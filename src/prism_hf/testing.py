@@ -212,12 +212,16 @@ class TinyMDLMConfig(PretrainedConfig):
 
     model_type = "mdlm"
 
-    def __init__(self, vocab_size=65, hidden_dim=32, n_blocks=2, n_heads=4, model_length=128, **kwargs):
+    def __init__(self, vocab_size=65, hidden_dim=32, cond_dim=32, n_blocks=2, n_heads=4, model_length=128, dropout=0.0,
+                 time_conditioning=False, **kwargs):
         self.vocab_size = vocab_size
         self.hidden_dim = hidden_dim
+        self.cond_dim = cond_dim
         self.n_blocks = n_blocks
         self.n_heads = n_heads
         self.model_length = model_length
+        self.dropout = dropout
+        self.time_conditioning = time_conditioning
         super().__init__(**kwargs)
 
 
@@ -247,21 +251,24 @@ class _TinyDiT(nn.Module):
 
 
 class TinyMDLM(_TinyPreTrained):
-    """MDLM's interface: ``backbone.output_layer.norm_final``, forward(input_ids, timesteps=None), no padding mask."""
+    """MDLM's interface, as strict as the public remote code: ``backbone.output_layer.norm_final``; a required
+    ``timesteps`` argument (ignored without time conditioning); no padding mask; a bare logits tensor unless
+    ``return_dict=True``; no ``get_input_embeddings``."""
 
     config_class = TinyMDLMConfig
-    base_model_prefix = "backbone"
+    base_model_prefix = "mdlm"
 
     def __init__(self, config: TinyMDLMConfig):
         super().__init__(config)
         self.backbone = _TinyDiT(config)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.backbone.vocab_embed
-
-    def forward(self, input_ids, timesteps=None, return_dict=True, **kwargs):
-        return MaskedLMOutput(logits=self.backbone(input_ids))
+    def forward(self, input_ids, timesteps, output_hidden_states=False, return_dict=None):
+        timesteps = torch.zeros_like(timesteps)  # as upstream without time conditioning
+        logits = self.backbone(input_ids)
+        if not return_dict:
+            return logits
+        return MaskedLMOutput(logits=logits)
 
 
 for _config_cls, _model_cls, _autos in (
