@@ -50,10 +50,10 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(TESTS)
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(STAMP)
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	@set -e; for script in benchmarks/bench_*.py; do \
