@@ -147,7 +147,11 @@ def test_evaluate_module_loads_offline_by_path(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"name": "code_eval_sandboxed", "scores": {"pass@1": 0.5, "pass@2": 1.0}, "statuses": ["passed", "failed"]}
+    assert out == {
+        "name": "code_eval_sandboxed",
+        "scores": {"pass@1": 0.5, "pass@2": 1.0},
+        "statuses": ["passed", "failed"],
+    }
 
 
 def test_metric_folder_ships_inside_the_package():

@@ -12,8 +12,8 @@ from prism_hf.evaluation import Sandbox, pass_at_k
 _CITATION = """\
 @misc{chen2021evaluating,
   title={Evaluating Large Language Models Trained on Code},
-  author={Mark Chen and Jerry Tworek and Heewoo Jun and Qiming Yuan and Henrique Ponde de Oliveira Pinto and Jared Kaplan
-    and others},
+  author={Mark Chen and Jerry Tworek and Heewoo Jun and Qiming Yuan and Henrique Ponde de Oliveira Pinto
+    and Jared Kaplan and others},
   year={2021},
   eprint={2107.03374},
   archivePrefix={arXiv},
