@@ -45,7 +45,6 @@ setup(
     keywords="masked diffusion, language models, self-correction, remasking, PRISM, transformers, diffusers",
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
