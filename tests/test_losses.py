@@ -105,6 +105,14 @@ def test_sample_proposals_categorical_with_temperature():
     assert many.shape == (3, 1, 10) and conf.shape == (3, 1, 10)
 
 
+def test_sample_proposals_never_draw_the_suppressed_token():
+    logits = torch.log(torch.tensor([0.5, 0.1, 0.4])).view(1, 1, 3).expand(1, 20000, 3)
+    ids, conf = sample_proposals(logits, temperature=1.0, generator=_gen(), suppress_token_id=0)
+    assert (ids != 0).all()
+    assert abs((ids == 2).float().mean().item() - 0.8) < 0.015
+    assert torch.allclose(conf[ids == 2], torch.tensor(0.8)) and torch.allclose(conf[ids == 1], torch.tensor(0.2))
+
+
 def test_sample_proposals_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
         sample_proposals(torch.zeros(1, 2, 3), temperature=-1.0)

@@ -175,8 +175,8 @@ def sample_proposals(
 
     Returns:
         `tuple`: ``proposal_ids`` (`torch.LongTensor`) and ``confidence`` (`torch.FloatTensor`, the probability
-        of each drawn token under ``softmax(logits)`` at temperature 1), both of shape
-        `(batch_size, sequence_length)` when ``num_samples == 1``, else `(num_samples, batch_size, sequence_length)`.
+        of each drawn token under ``softmax(logits)`` at temperature 1, renormalised without ``suppress_token_id``),
+        both of shape `(batch_size, sequence_length)` when ``num_samples == 1``, else `(num_samples, batch_size, sequence_length)`.
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must have shape (batch, seq_len, vocab); got {tuple(logits.shape)}.")
@@ -185,18 +185,30 @@ def sample_proposals(
     _check_positive_int("num_samples", num_samples)
     batch_size, seq_len, vocab = logits.shape
     logits = logits.detach().float()
-    if suppress_token_id is not None and 0 <= suppress_token_id < vocab:
-        logits = logits.clone()
-        logits[..., suppress_token_id] = float("-inf")
     probs = logits.softmax(-1)
+    suppress = suppress_token_id is not None and 0 <= suppress_token_id < vocab
+    if suppress:
+        total = 1.0 - probs[..., suppress_token_id : suppress_token_id + 1]
+        probs[..., suppress_token_id] = 0.0
     if temperature == 0:
-        ids = logits.argmax(-1).unsqueeze(0).expand(num_samples, batch_size, seq_len)
+        ids = probs.argmax(-1, keepdim=True).expand(batch_size, seq_len, num_samples)
     else:
-        tempered = probs if temperature == 1 else (logits / temperature).softmax(-1)
-        draws = torch.multinomial(tempered.view(-1, vocab), num_samples, replacement=True, generator=generator)
-        ids = draws.view(batch_size, seq_len, num_samples).permute(2, 0, 1)
-    confidence = probs.unsqueeze(0).expand(num_samples, -1, -1, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    ids = ids.contiguous()
+        tempered = probs
+        if temperature != 1:
+            tempered = (logits / temperature).softmax(-1)
+            if suppress:
+                tempered[..., suppress_token_id] = 0.0
+        # Inverse-CDF sampling: one uniform per draw and a binary search, far cheaper than torch.multinomial
+        # over large vocabularies. The suppressed token has zero width, so it is never drawn; the CDF need not
+        # be renormalised because the uniforms are scaled by its last value.
+        cdf = tempered.cumsum(-1)
+        u = torch.rand(batch_size, seq_len, num_samples, device=logits.device, generator=generator) * cdf[..., -1:]
+        ids = torch.searchsorted(cdf, u, right=True).clamp_(max=vocab - 1)
+    confidence = probs.gather(-1, ids)
+    if suppress:
+        confidence = confidence / total.clamp(min=torch.finfo(torch.float32).tiny)
+    ids = ids.permute(2, 0, 1).contiguous()
+    confidence = confidence.permute(2, 0, 1).contiguous()
     if num_samples == 1:
         return ids[0], confidence[0]
     return ids, confidence
