@@ -179,13 +179,9 @@ def load_generator(args: EvalArguments):
         saved = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code).to_dict()
         is_prism = saved.get("model_type") == PrismConfig.model_type
     if is_prism:
-        backbone = args.backbone_name_or_path
-        if backbone is None and saved.get("backbone_trust_remote_code") and saved.get("backbone_name_or_path"):
-            # A remote-code backbone cannot be rebuilt from its config alone: give the recorded reference (its code and
-            # config); the checkpoint's own weights are loaded on top of it.
-            backbone = saved["backbone_name_or_path"]
         model = PrismForMaskedDiffusion.from_pretrained(
-            args.model_name_or_path, backbone=backbone, trust_remote_code=args.trust_remote_code or None, dtype=dtype
+            args.model_name_or_path, backbone=args.backbone_name_or_path, trust_remote_code=args.trust_remote_code or None,
+            dtype=dtype,
         )
     else:
         model = AutoModelForMaskedLM.from_pretrained(
