@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from prism_hf.evaluation import Sandbox, SandboxResult, run_in_sandbox
+from prism_hf.evaluation import Sandbox, SandboxError, SandboxResult, run_in_sandbox
 
 
 IS_ROOT = os.geteuid() == 0
@@ -310,6 +310,15 @@ def test_non_positive_limits_are_rejected(kwargs, name):
 def test_bad_env_is_rejected(env):
     with pytest.raises(ValueError, match="`env` must map variable names to str values"):
         Sandbox(env=env)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs an interpreter that root may run and the fresh uid may not")
+def test_a_sandbox_that_cannot_start_the_program_raises(tmp_path):
+    private_copy = tmp_path / "python-private"
+    private_copy.write_bytes(b"#!/bin/sh\nexit 0\n")
+    os.chmod(private_copy, 0o700)  # root may execute it, nobody else
+    with pytest.raises(SandboxError, match="could not start the program"):
+        _sandbox(timeout=5.0, python=str(private_copy)).run("print('never')")
 
 
 def test_program_must_be_a_string():

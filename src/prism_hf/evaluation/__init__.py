@@ -10,7 +10,7 @@ from .code_eval import (
     pass_at_k,
     pass_at_k_from_programs,
 )
-from .sandbox import SANDBOX_STATUSES, Sandbox, SandboxResult, run_in_sandbox
+from .sandbox import SANDBOX_STATUSES, Sandbox, SandboxError, SandboxResult, run_in_sandbox
 
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PassAtKResult",
     "ProgramOutcome",
     "Sandbox",
+    "SandboxError",
     "SandboxResult",
     "estimate_pass_at_k",
     "execute_programs",

@@ -204,10 +204,24 @@ def _kill_descendants():
 
 
 def _start_program(cfg, drop_to, stdout_fd, stderr_fd):
-    """Fork and exec the program interpreter with limits applied; returns its pid."""
+    """Fork and exec the program interpreter with limits applied.
+
+    Returns ``(pid, setup_error)``: ``setup_error`` is the traceback of a failure before the program could start
+    (reported through a close-on-exec pipe, so a successful exec reports nothing), else ``None``.
+    """
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
-        return pid
+        os.close(write_fd)
+        chunks = []
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_fd)
+        return pid, (b"".join(chunks).decode(errors="replace") or None)
+    os.close(read_fd)
     try:
         os.setsid()
         mem = cfg["memory_limit_bytes"]
@@ -242,7 +256,7 @@ def _start_program(cfg, drop_to, stdout_fd, stderr_fd):
         os.execve(cfg["python"], argv, cfg["env"])
     except BaseException:
         try:
-            os.write(2, traceback.format_exc().encode())
+            os.write(write_fd, traceback.format_exc().encode())
         finally:
             os._exit(127)
 
@@ -256,7 +270,10 @@ def _supervise_program(cfg, drop_to, stdout_fd, stderr_fd, in_pid_namespace):
             pass
     start = time.monotonic()
     deadline = start + cfg["timeout"]
-    pid = _start_program(cfg, drop_to, stdout_fd, stderr_fd)
+    pid, setup_error = _start_program(cfg, drop_to, stdout_fd, stderr_fd)
+    if setup_error is not None:
+        os.waitpid(pid, 0)
+        return {"outcome": "error", "message": f"could not start the program:\n{setup_error}", "duration": 0.0}
     status = None
     while status is None:
         done = _reap_all()

@@ -27,6 +27,10 @@ _MEMORY_EXIT_CODE = 86  # kept equal to _sandbox_child.MEMORY_EXIT_CODE (that fi
 _BACKSTOP_S = 15.0  # the supervisor enforces the limit itself; this only catches a supervisor that hangs
 
 
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the program): e.g. the interpreter could not be started."""
+
+
 @dataclass
 class SandboxResult:
     """Outcome of one sandboxed program.
@@ -34,7 +38,8 @@ class SandboxResult:
     Args:
         status (`str`): one of `"passed"` (exited with status 0 in time), `"failed"` (raised, including a failed
             `assert` or a syntax error, or exited non-zero), `"timeout"` (wall-clock or CPU limit), `"memory"`
-            (`MemoryError` under the memory limit) or `"error"` (killed by a signal, or the sandbox itself failed).
+            (`MemoryError` under the memory limit) or `"error"` (killed by a signal: a crash). When the sandbox
+            itself fails, :meth:`Sandbox.run` raises :class:`SandboxError` instead.
         duration (`float`): seconds the program ran (wall clock).
         stdout (`str`), stderr (`str`): the first `max_output_bytes` of each stream, with a marker when cut.
         returncode (`int` or `None`): exit status of the program interpreter, `None` on timeout or signal.
@@ -123,6 +128,8 @@ class Sandbox:
             raise ValueError(f"`env` must map variable names to str values, got {env!r:.200}.")
         self.env = dict(env or {})
         self.python = python or sys.executable
+        if not sys.platform.startswith("linux"):
+            raise NotImplementedError(f"the sandbox needs Linux (namespaces, /proc, prctl), not {sys.platform!r}.")
         if not os.access(self.python, os.X_OK):
             raise ValueError(f"`python` must be an executable interpreter, got {self.python!r}.")
 
@@ -208,9 +215,11 @@ class Sandbox:
         try:
             report = json.loads((control / "result.json").read_text())
         except (OSError, ValueError):
-            log_text = _read_head(control / "supervisor.log", self.max_output_bytes)
-            return SandboxResult("error", time.monotonic() - start, stdout, f"sandbox supervisor failed:\n{log_text}")
+            report = {"outcome": "error", "message": _read_head(control / "supervisor.log", self.max_output_bytes)}
         outcome = report.get("outcome")
+        if outcome == "error":
+            # not the program's fault: scoring it as a failure would silently turn a broken setup into pass@k = 0
+            raise SandboxError(f"the sandbox could not run the program: {report.get('message', '')}")
         returncode = report.get("code")
         if outcome == "timeout":
             status = "timeout"
@@ -220,10 +229,7 @@ class Sandbox:
             status = "timeout"
         else:
             status = "error"
-            if outcome == "signaled":
-                stderr += f"\n[killed by signal {report.get('signal')}]"
-            elif report.get("message"):
-                stderr += f"\nsandbox error:\n{report['message']}"
+            stderr += f"\n[killed by signal {report.get('signal')}]"
         return SandboxResult(
             status=status,
             duration=float(report.get("duration", time.monotonic() - start)),
