@@ -257,8 +257,10 @@ class MDMTrainer(Trainer):
     def _record(self, model: nn.Module, **scalars: torch.Tensor) -> None:
         """Store per-step scalars gathered across ranks (kept as tensors: no host sync inside the step)."""
         mode = "train" if model.training else "eval"
-        for name, value in scalars.items():
-            self._metrics[mode][name].append(self.accelerator.gather(value.detach().reshape(1)).float().mean())
+        stacked = torch.stack([value.detach().float().reshape(()) for value in scalars.values()])
+        gathered = self.accelerator.gather(stacked[None]).mean(0)  # one collective for all scalars
+        for index, name in enumerate(scalars):
+            self._metrics[mode][name].append(gathered[index])
 
     def _summarise_metrics(self, mode: str) -> Dict[str, float]:
         summary = {}
