@@ -457,3 +457,26 @@ def test_token_probabilities_exclude_the_mask_token(vocab, unmasking, temperatur
         assert torch.allclose(probs, reference, atol=1e-5)
     else:
         assert probs is None
+
+
+@pytest.mark.parametrize("unmasking", ["confidence", "margin", "entropy"])
+@pytest.mark.parametrize("vocab", [12, 100])
+def test_compact_and_full_paths_agree(unmasking, vocab):
+    """The CPU path computes the posterior only at masked positions; the accelerator path on the whole tensor."""
+    x0 = _puzzle()
+    fixed = x0 != MASK
+    results = []
+    for compact in (True, False):
+        s = PrismScheduler(unmasking=unmasking, remasking="prism", num_remask=2)
+        s.compact_masked_positions = compact
+        g = torch.Generator().manual_seed(0)
+        s.set_timesteps(6)
+        x, conf = x0, None
+        for k in s.timesteps.tolist():
+            logits = torch.randn(x.shape + (vocab,), generator=g)
+            out = s.step(logits, k, x, mask_token_id=MASK, quality_logits=torch.randn(x.shape, generator=g), fixed_mask=fixed,
+                         token_confidence=conf)
+            x, conf = out.prev_sample, out.token_confidence
+        results.append((x, conf))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.allclose(results[0][1], results[1][1])

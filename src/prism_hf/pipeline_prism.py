@@ -410,25 +410,34 @@ class PrismPipeline(DiffusionPipeline):
         stopped = False
         for block in range(num_blocks):
             scheduler.set_timesteps(block_steps[block], device=device)
-            in_block = generated & (block_of == block)
+            # The step only reads the columns that hold this block in some row (a view, no copy): the prompt
+            # and later blocks cost the sampler nothing.
+            lo = block * block_length + min(lengths) * (not infill)
+            hi = (block + 1) * block_length + max(lengths) * (not infill)
+            in_block = (generated & (block_of == block))[:, lo:hi]
             for timestep in range(len(scheduler.timesteps)):
                 fixed_mask = ~in_block | finished[:, None] if use_eos else ~in_block
                 logits, quality_logits = self._forward(x, model_attention)
                 nfe += 1
                 step_output = scheduler.step(
-                    logits,
+                    logits[:, lo:hi],
                     timestep,
-                    x,
+                    x[:, lo:hi],
                     mask_token_id=mask_id,
-                    quality_logits=quality_logits,
+                    quality_logits=None if quality_logits is None else quality_logits[:, lo:hi],
                     fixed_mask=fixed_mask,
-                    token_confidence=token_confidence,
+                    token_confidence=token_confidence[:, lo:hi],
                     generator=generator,
                 )
-                sample = step_output.prev_sample
-                unmasked, remasked = step_output.unmasked, step_output.remasked
-                token_confidence = step_output.token_confidence
+                sample = x.clone()
+                sample[:, lo:hi] = step_output.prev_sample
+                token_confidence[:, lo:hi] = step_output.token_confidence
                 num_remasked += step_output.num_remasked
+                if history is not None or callback_on_step_end is not None:
+                    unmasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
+                    remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
+                    unmasked[:, lo:hi] = step_output.unmasked
+                    remasked[:, lo:hi] = step_output.remasked
                 if history is not None:
                     history.append(
                         {

@@ -56,7 +56,8 @@ class PrismSchedulerOutput(BaseOutput):
         remasked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
             Positions remasked in this step (disjoint from ``unmasked``).
         sampled_tokens (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
-            The token drawn at every position (used only where ``unmasked``).
+            The token drawn at each masked position (used only where ``unmasked``); other positions may hold their
+            current token.
         token_confidence (`torch.Tensor` of shape `(batch_size, sequence_length)`):
             Probability each current token had when it was unmasked (updated at ``unmasked``); pass it back to
             the next step (ReMDM's ``psi``, read by the `confidence` and `remdm_conf` rules).
@@ -183,6 +184,9 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"remdm_t_off={remdm_t_off!r}, remdm_t_on={remdm_t_on!r}: need 0 <= t_off <= t_on <= 1.")
         if not 0.0 <= remdm_alpha_on < 1.0:
             raise ValueError(f"remdm_alpha_on={remdm_alpha_on!r} must be in [0, 1).")
+        #: Compute the posterior only at masked positions (`None`: on CPU only; see `step`). Not a config field: it
+        #: changes speed, not results (except for how random numbers are consumed).
+        self.compact_masked_positions: Optional[bool] = None
         self.num_inference_steps: Optional[int] = None
         self.timesteps = torch.zeros(0, dtype=torch.long)
         self._plan: List[_StepPlan] = []
@@ -363,7 +367,25 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         if token_confidence is None:
             token_confidence = torch.zeros(sample.shape, device=sample.device)
 
-        sampled, token_prob, probs = self.sample_tokens(logits, generator, mask_token_id)
+        # Draw tokens and unmasking scores. On CPU only the masked positions are computed (a gather of those rows of
+        # the logits: the softmax over the vocabulary is most of a step's cost, and at mid-run half of the positions
+        # are clean). On accelerators the whole tensor is used, since the gather's data-dependent size would make
+        # every step wait for the device.
+        compact = self.compact_masked_positions
+        if compact is None:
+            compact = logits.device.type == "cpu"
+        if compact:
+            flat_sampled, flat_prob, flat_probs = self.sample_tokens(logits[masked].unsqueeze(0), generator, mask_token_id)
+            flat_scores = self.unmasking_rule.score(flat_probs, flat_sampled, flat_prob, generator).float()
+            sampled = sample.masked_scatter(masked, flat_sampled.squeeze(0))
+            token_prob = torch.zeros(sample.shape, device=sample.device).masked_scatter(masked, flat_prob.squeeze(0).float())
+            unmask_scores = torch.full(sample.shape, float("-inf"), device=sample.device).masked_scatter(
+                masked, flat_scores.squeeze(0)
+            )
+        else:
+            sampled, token_prob, probs = self.sample_tokens(logits, generator, mask_token_id)
+            unmask_scores = self.unmasking_rule.score(probs, sampled, token_prob, generator).float()
+            unmask_scores = unmask_scores.masked_fill(~masked, float("-inf"))
 
         # ----- remask -----
         remasked = None
@@ -429,8 +451,6 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             num_unmask = (clean_target - num_clean + num_remasked).clamp(min=0)
             num_unmask = torch.minimum(num_unmask, num_masked)
 
-        unmask_scores = self.unmasking_rule.score(probs, sampled, token_prob, generator).float()
-        unmask_scores = unmask_scores.masked_fill(~masked, float("-inf"))
         unmasked = _top_per_row(unmask_scores, num_unmask, descending=True) & masked
 
         prev_sample = torch.where(unmasked, sampled, sample)
