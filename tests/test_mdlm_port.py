@@ -351,9 +351,15 @@ _LOAD_SCRIPT = textwrap.dedent(
     report["config"] = type(AutoConfig.from_pretrained(folder)).__name__
     with torch.no_grad():
         report["logits"] = model(ids, torch.zeros(ids.shape[0])).tolist()
-    prism = PrismForMaskedDiffusion.from_backbone(folder)
+    prism = PrismForMaskedDiffusion.from_backbone(folder).eval()
     report["prism_backbone"] = type(prism.backbone).__name__
     report["prism_mask"] = prism.mask_token_id
+    prism.save_pretrained(sys.argv[3])
+    reloaded = PrismForMaskedDiffusion.from_pretrained(sys.argv[3]).eval()
+    report["prism_reloaded_backbone"] = type(reloaded.backbone).__name__
+    with torch.no_grad():
+        a, b = prism(ids), reloaded(ids)
+    report["prism_round_trip"] = bool(torch.equal(a.logits, b.logits) and torch.equal(a.quality_logits, b.quality_logits))
     print("REPORT" + json.dumps(report))
     """
 )
@@ -361,7 +367,7 @@ _LOAD_SCRIPT = textwrap.dedent(
 
 def test_upstream_layout_folder_loads_as_native_class_without_remote_code(tmp_path):
     """config.json as the Hub's (auto_map to remote code, architectures ["MDLM"]) + model.safetensors; the remote
-    modules in the folder raise if executed. Runs in a fresh interpreter so that no other registration of
+    modules in the folder raise if executed. PRISM wraps it by path, saves, and rebuilds the same backbone class. Runs in a fresh interpreter so that no other registration of
     ``mdlm`` (prism_hf.testing's stand-in) made by other test modules interferes."""
     model = _model()
     folder = tmp_path / "mdlm-owt-layout"
@@ -379,7 +385,7 @@ def test_upstream_layout_folder_loads_as_native_class_without_remote_code(tmp_pa
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
     ids = _ids(batch=2, length=8)
     proc = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, str(folder), json.dumps(ids.tolist())],
+        [sys.executable, "-c", _LOAD_SCRIPT, str(folder), json.dumps(ids.tolist()), str(tmp_path / "prism")],
         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -389,3 +395,4 @@ def test_upstream_layout_folder_loads_as_native_class_without_remote_code(tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(report["logits"]), model(ids, torch.zeros(2)), rtol=1e-5, atol=1e-5)
     assert report["prism_backbone"] == "MDLMForMaskedLM" and report["prism_mask"] == MASK
+    assert report["prism_reloaded_backbone"] == "MDLMForMaskedLM" and report["prism_round_trip"] is True
