@@ -1,0 +1,201 @@
+"""``prism-hf sudoku demo | pretrain | finetune | evaluate``.
+
+Registered by `prism_hf.cli` through [`register`]. Imports of torch and the trainers happen inside the
+handlers, so ``prism-hf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+__all__ = ["register", "main"]
+
+_METHOD_NAMES = (
+    "vanilla-confidence", "vanilla-margin", "vanilla-random", "remdm-conf", "random-remask", "confidence-remask", "prism",
+)
+
+
+def _nfe_list(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--nfe {text!r} is not an integer; pass the number of model forwards (>= 1).")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--nfe {value} is not valid; the number of model forwards must be >= 1.")
+    return value
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> None:
+    group = parser.add_argument_group("recipe (defaults from --recipe)")
+    group.add_argument("--recipe", default="demo", choices=["demo", "paper", "tiny"],
+                       help="Preset: demo (2-core CPU, ~10 min), paper (9x9, the paper's hyperparameters, GPU), tiny (tests).")
+    group.add_argument("--size", type=int, default=None, help="Grid size n = a*b (4, 6, 9, ...).")
+    group.add_argument("--box-rows", type=int, default=None, help="Rows per box (default: the most square box).")
+    if training:
+        group.add_argument("--hidden-size", type=int, default=None)
+        group.add_argument("--num-hidden-layers", type=int, default=None)
+        group.add_argument("--num-attention-heads", type=int, default=None)
+        group.add_argument("--pretrain-steps", type=int, default=None)
+        group.add_argument("--pretrain-batch-size", type=int, default=None)
+        group.add_argument("--pretrain-learning-rate", type=float, default=None)
+        group.add_argument("--finetune-steps", type=int, default=None)
+        group.add_argument("--finetune-batch-size", type=int, default=None)
+        group.add_argument("--finetune-learning-rate", type=float, default=None)
+        group.add_argument("--num-update-tokens", type=int, default=None, help="k of the PRISM loss (Sudoku: 4).")
+        group.add_argument("--mdm-loss-weight", type=float, default=None, help="lambda of the PRISM loss (Sudoku: 5).")
+        group.add_argument("--head", default=None, help="Quality head type (linear, mlp, transformer).")
+        group.add_argument("--train-seed", type=int, default=None)
+    group.add_argument("--num-eval-puzzles", type=int, default=None)
+    group.add_argument("--num-blanks", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    group.add_argument("--eval-seed", type=int, default=None, help="Seed of the generated held-out puzzles.")
+    group.add_argument("--unmasking", default=None, choices=["confidence", "margin", "entropy", "random"],
+                       help="Unmasking rule of PRISM and the same-count remasking baselines.")
+    group.add_argument("--num-remask", type=int, default=None, help="Tokens remasked per step.")
+    group.add_argument("--eval-batch-size", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+_RECIPE_FIELDS = (
+    "size", "box_rows", "hidden_size", "num_hidden_layers", "num_attention_heads", "pretrain_steps",
+    "pretrain_batch_size", "pretrain_learning_rate", "finetune_steps", "finetune_batch_size", "finetune_learning_rate",
+    "num_update_tokens", "mdm_loss_weight", "head", "train_seed", "num_eval_puzzles", "num_blanks", "eval_seed",
+    "unmasking", "num_remask", "eval_batch_size",
+)
+
+
+def _recipe(args: argparse.Namespace, base=None):
+    from .recipes import get_recipe
+
+    overrides = {name: getattr(args, name, None) for name in _RECIPE_FIELDS}
+    if overrides.get("num_blanks") is not None:
+        overrides["num_blanks"] = tuple(overrides["num_blanks"])
+    if overrides.get("size") is not None and overrides.get("box_rows") is None:
+        overrides["box_rows"] = None
+    if base is not None:
+        return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+    recipe = get_recipe(args.recipe, **overrides)
+    if getattr(args, "nfe", None):
+        recipe = recipe.replace(nfe=args.nfe[0])
+    return recipe
+
+
+def _handle_errors(fn):
+    def wrapper(args):
+        from .grids import SudokuInputError
+
+        try:
+            return fn(args)
+        except SudokuInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+@_handle_errors
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    recipe = _recipe(args)
+    run_demo(args.output_dir, recipe, methods=args.methods, nfe=args.nfe, show_progress=not args.no_progress)
+    return 0
+
+
+@_handle_errors
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train import pretrain
+
+    recipe = _recipe(args)
+    path = pretrain(recipe, args.output_dir, show_progress=not args.no_progress)
+    print(f"backbone saved to {path}")
+    return 0
+
+
+@_handle_errors
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .recipes import SudokuRecipe
+    from .train import finetune
+
+    recipe = _recipe(args)
+    if args.size is None and os.path.isfile(os.path.join(args.backbone, "sudoku_recipe.json")):
+        # The backbone's grid and architecture come from its own recipe; the command line overrides the rest.
+        recipe = _recipe(args, base=SudokuRecipe.load(args.backbone))
+    path = finetune(recipe, args.backbone, args.output_dir, show_progress=not args.no_progress)
+    print(f"PRISM checkpoint saved to {path}")
+    return 0
+
+
+@_handle_errors
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .demo import run_evaluation, write_report
+    from .evaluation import format_table
+    from .recipes import SudokuRecipe
+
+    base = SudokuRecipe.load(args.checkpoint)
+    recipe = _recipe(args, base=base)
+    result = run_evaluation(args.checkpoint, recipe=recipe, puzzles_path=args.puzzles, methods=args.methods,
+                            nfe=args.nfe, cache_dir=args.cache_dir, show_progress=not args.no_progress)
+    result["checkpoint"] = args.checkpoint
+    result["puzzles"] = args.puzzles
+    figures = args.figures_dir
+    write_report(result, args.output, figures_dir=figures, low_quality_threshold=recipe.low_quality_threshold)
+    print(format_table(result))
+    print(f"results: {args.output}")
+    return 0
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``sudoku`` command (with ``demo``, ``pretrain``, ``finetune``, ``evaluate``) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "sudoku", help="Train an MDM on Sudoku, fine-tune it with PRISM and compare samplers.",
+        description="Sudoku with PRISM: `demo` runs everything; `pretrain`, `finetune`, `evaluate` run one stage.",
+    )
+    sub = parser.add_subparsers(dest="sudoku_command", metavar="{demo,pretrain,finetune,evaluate}")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="Pretrain, PRISM fine-tune, evaluate every method and report (resumable).")
+    demo.add_argument("--output-dir", default="sudoku_demo", help="Leaves backbone/, prism/, results.json and PNGs.")
+    demo.add_argument("--methods", nargs="+", choices=_METHOD_NAMES, default=None, help="Methods to evaluate (default: all).")
+    demo.add_argument("--nfe", type=_nfe_list, nargs="+", default=None, help="Model forwards per puzzle (default: the recipe's).")
+    _add_recipe_args(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    pre = sub.add_parser("pretrain", help="MDM pretraining of the Sudoku backbone.")
+    pre.add_argument("--output-dir", required=True, help="Where the backbone is saved.")
+    _add_recipe_args(pre)
+    pre.set_defaults(func=_cmd_pretrain)
+
+    fin = sub.add_parser("finetune", help="PRISM fine-tuning of a pretrained backbone.")
+    fin.add_argument("--backbone", required=True, help="Folder written by `prism-hf sudoku pretrain`.")
+    fin.add_argument("--output-dir", required=True, help="Where the PRISM checkpoint is saved.")
+    _add_recipe_args(fin)
+    fin.set_defaults(func=_cmd_finetune)
+
+    ev = sub.add_parser("evaluate", help="Success rate of every method, quality AUROC and calibration.")
+    ev.add_argument("--checkpoint", required=True, help="A PRISM checkpoint folder (e.g. DIR/prism).")
+    ev.add_argument("--puzzles", default=None, help="CSV puzzle file (one token row per line); default: the "
+                    "checkpoint recipe's generated held-out puzzles.")
+    ev.add_argument("--output", default="sudoku_results.json", help="Results JSON.")
+    ev.add_argument("--methods", nargs="+", choices=_METHOD_NAMES, default=None, help="Methods (default: all).")
+    ev.add_argument("--nfe", type=_nfe_list, nargs="+", default=None, help="One or more NFE values (default: the checkpoint's).")
+    ev.add_argument("--figures-dir", default=None, help="Also write quality_grids.png and reliability.png here.")
+    ev.add_argument("--cache-dir", default=None, help="Store finished (method, NFE) records here to resume.")
+    _add_recipe_args(ev, training=False)
+    ev.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``sudoku ...`` without the ``prism-hf`` entry point (``python -m prism_hf.tasks.sudoku.cli demo``)."""
+    top = argparse.ArgumentParser(prog="prism-hf")
+    register(top.add_subparsers(dest="command"))
+    args = top.parse_args(["sudoku", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""Evaluation of a PRISM Sudoku checkpoint: success rate of every sampler, quality AUROC and calibration.
+
+Every method runs on the same model (the PRISM checkpoint: its backbone is the MDM for the baselines) and
+the same number of model forwards (NFE = ``num_inference_steps``; the optional final scoring forward of
+the pipeline is not used here). A puzzle counts as solved when the completed grid is a valid Sudoku that
+keeps every given.
+
+Methods (``METHODS``):
+
+* ``vanilla-confidence``, ``vanilla-margin``, ``vanilla-random``: plain MDM sampling, no remasking, with
+  that unmasking rule;
+* ``remdm-conf``: ReMDM's confidence-weighted remasking (arXiv 2503.00307);
+* ``random-remask``, ``confidence-remask``: remask as many tokens per step as PRISM does, chosen at random
+  or by lowest unmasking confidence (these isolate what the learned head adds);
+* ``prism``: remask the tokens with the lowest PRISM quality.
+
+The remasking methods use the recipe's unmasking rule, as PRISM does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...modeling_prism import PrismForMaskedDiffusion
+from ...pipeline_prism import PrismPipeline
+from ...scheduling_prism import PrismScheduler
+from .grids import SudokuInputError, SudokuSpec, is_valid_solution, solve
+from .recipes import SudokuRecipe
+from .tokenization import SudokuTokenizer
+
+__all__ = [
+    "METHODS",
+    "method_scheduler",
+    "solve_puzzles",
+    "evaluate",
+    "auroc",
+    "calibration",
+    "format_table",
+    "check_nfe",
+]
+
+METHODS = (
+    "vanilla-confidence",
+    "vanilla-margin",
+    "vanilla-random",
+    "remdm-conf",
+    "random-remask",
+    "confidence-remask",
+    "prism",
+)
+
+
+def check_nfe(nfe) -> List[int]:
+    """Validate one NFE or a list of them (each an int >= 1)."""
+    values = [nfe] if isinstance(nfe, (int, np.integer)) else list(nfe)
+    if not values:
+        raise SudokuInputError("nfe is empty; pass at least one number of model forwards (>= 1).")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise SudokuInputError(f"nfe={value!r} is not valid; the number of model forwards must be an int >= 1.")
+    return [int(v) for v in values]
+
+
+def method_scheduler(method: str, recipe: SudokuRecipe) -> PrismScheduler:
+    """The `PrismScheduler` of one evaluation method (greedy tokens; remasking methods share PRISM's counts)."""
+    count_kwargs = dict(
+        unmasking=recipe.unmasking, num_remask=recipe.num_remask, remask_schedule="fixed",
+        step_on=recipe.step_on, step_off=recipe.step_off,
+    )
+    table = {
+        "vanilla-confidence": dict(unmasking="confidence", remasking="none"),
+        "vanilla-margin": dict(unmasking="margin", remasking="none"),
+        "vanilla-random": dict(unmasking="random", remasking="none"),
+        "remdm-conf": dict(unmasking=recipe.unmasking, remasking="remdm_conf"),
+        "random-remask": dict(count_kwargs, remasking="random"),
+        "confidence-remask": dict(count_kwargs, remasking="confidence"),
+        "prism": dict(count_kwargs, remasking="prism"),
+    }
+    if method not in table:
+        raise SudokuInputError(f"method={method!r} is not known; valid methods: {list(METHODS)}.")
+    return PrismScheduler(temperature=0.0, **table[method])
+
+
+def solve_puzzles(puzzles: np.ndarray, spec: SudokuSpec, show_progress: bool = False) -> np.ndarray:
+    """Reference solutions (the first one found; puzzles loaded from a file may have several), ``(N, n, n)``."""
+    out = np.empty_like(puzzles)
+    for i in tqdm(range(len(puzzles)), desc="solving reference grids", disable=not show_progress):
+        found = solve(puzzles[i], spec, max_solutions=1)
+        if not found:
+            raise SudokuInputError(f"puzzles[{i}] has no solution.")
+        out[i] = found[0]
+    return out
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count one half); NaN with one class."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels, dtype=bool).reshape(-1)
+    num_pos, num_neg = int(labels.sum()), int((~labels).sum())
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
+
+
+def calibration(quality: np.ndarray, correct: np.ndarray, num_bins: int = 10) -> Dict:
+    """Reliability bins of the predicted quality against the empirical rate of correct cells, and the ECE."""
+    quality = np.asarray(quality, dtype=np.float64).reshape(-1)
+    correct = np.asarray(correct, dtype=np.float64).reshape(-1)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    index = np.clip(np.digitize(quality, edges[1:-1]), 0, num_bins - 1)
+    counts = np.bincount(index, minlength=num_bins)
+    mean_q = np.bincount(index, weights=quality, minlength=num_bins) / np.maximum(counts, 1)
+    rate = np.bincount(index, weights=correct, minlength=num_bins) / np.maximum(counts, 1)
+    ece = float((counts * np.abs(mean_q - rate)).sum() / max(counts.sum(), 1))
+    return {
+        "bin_edges": edges.tolist(),
+        "count": counts.tolist(),
+        "mean_quality": mean_q.tolist(),
+        "fraction_correct": rate.tolist(),
+        "ece": ece,
+    }
+
+
+def _fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
+    h = hashlib.sha1(extra.encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def _run_method(model, tokens: torch.Tensor, method: str, nfe: int, recipe: SudokuRecipe, seed: int,
+                batch_size: int, progress) -> torch.Tensor:
+    pipe = PrismPipeline(model=model, scheduler=method_scheduler(method, recipe))
+    outputs = []
+    for start in range(0, len(tokens), batch_size):
+        generator = torch.Generator(device=tokens.device).manual_seed(seed + start)
+        out = pipe(
+            input_ids=tokens[start : start + batch_size], gen_length=0, num_inference_steps=nfe, generator=generator,
+            output_type="seq", return_quality=False, show_progress=False,
+        )
+        outputs.append(out.sequences)
+        if progress is not None:
+            progress.update(1)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def _quality(model: PrismForMaskedDiffusion, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
+    qualities = [model(input_ids=tokens[i : i + batch_size]).quality_logits.sigmoid() for i in range(0, len(tokens), batch_size)]
+    return torch.cat(qualities).cpu().numpy()
+
+
+def evaluate(
+    model: PrismForMaskedDiffusion,
+    puzzles: np.ndarray,
+    recipe: SudokuRecipe,
+    solutions: Optional[np.ndarray] = None,
+    methods: Optional[Sequence[str]] = None,
+    nfe: Optional[Iterable[int]] = None,
+    cache_dir: Optional[str] = None,
+    seed: Optional[int] = None,
+    show_progress: bool = True,
+) -> Dict:
+    """Run every method at every NFE on ``puzzles`` and score the quality head.
+
+    Args:
+        model ([`PrismForMaskedDiffusion`]): A PRISM Sudoku checkpoint.
+        puzzles (`np.ndarray` of shape `(N, n, n)`): Puzzles, 0 = blank. Their size must match the model's.
+        recipe ([`SudokuRecipe`]): Sampler settings (unmasking rule, remask count, window, default NFE).
+        solutions (`np.ndarray` of shape `(N, n, n)`, *optional*): Reference solutions (to label wrong cells for
+            the AUROC); solved with the backtracking solver when omitted.
+        methods (`Sequence[str]`, *optional*): Subset of ``METHODS`` (all by default).
+        nfe (`Iterable[int]`, *optional*): Numbers of model forwards; ``[recipe.nfe]`` by default.
+        cache_dir (`str`, *optional*): Each finished (method, NFE) record is stored here and reused by a rerun on
+            the same model and puzzles.
+        seed (`int`, *optional*): Sampler seed (random rules); ``recipe.eval_seed`` by default.
+        show_progress (`bool`): Progress bar over methods x NFE x batches.
+
+    Returns:
+        `dict`: ``grid_size``, ``box_rows``, ``box_cols``, ``num_puzzles``, ``quality_auroc``, ``records`` (one
+        ``{"method", "nfe", "success_rate", "num_puzzles", "num_solved"}`` per method and NFE), ``calibration``
+        and ``quality_example`` (tokens, quality and wrong-cell flags of the first grids, for the figure).
+    """
+    spec = recipe.spec
+    model_spec = model.backbone.config.sudoku_spec
+    puzzles = np.asarray(puzzles)
+    if puzzles.ndim != 3 or puzzles.shape[1:] != (model_spec.size, model_spec.size):
+        raise SudokuInputError(
+            f"puzzles have shape {puzzles.shape}, but the checkpoint is a {model_spec.name} Sudoku model: it needs "
+            f"puzzles of shape (N, {model_spec.size}, {model_spec.size})."
+        )
+    if (model_spec.box_rows, model_spec.box_cols) != (spec.box_rows, spec.box_cols):
+        raise SudokuInputError(f"recipe is for {spec.name} grids but the checkpoint is a {model_spec.name} model.")
+    methods = list(METHODS) if methods is None else list(methods)
+    for method in methods:
+        if method not in METHODS:
+            raise SudokuInputError(f"method={method!r} is not known; valid methods: {list(METHODS)}.")
+    nfes = check_nfe(recipe.nfe if nfe is None else list(nfe))
+    seed = recipe.eval_seed if seed is None else seed
+    if not (puzzles == 0).any(axis=(1, 2)).all():
+        raise SudokuInputError("every puzzle needs at least one blank (0) cell.")
+    if solutions is None:
+        solutions = solve_puzzles(puzzles, spec, show_progress=show_progress)
+    tokenizer = SudokuTokenizer(spec)
+    device = next(model.parameters()).device
+    tokens = torch.as_tensor(tokenizer.encode(puzzles), device=device)
+    model.eval()
+    batch_size = max(1, int(recipe.eval_batch_size))
+    num_batches = -(-len(puzzles) // batch_size)
+    fingerprint = _fingerprint(puzzles, *(p.detach().cpu().numpy() for p in model.state_dict().values()),
+                               extra=json.dumps([recipe.unmasking, recipe.num_remask, recipe.step_on, recipe.step_off, seed]))
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+
+    scoring_method = f"vanilla-{recipe.unmasking}" if f"vanilla-{recipe.unmasking}" in METHODS else "vanilla-confidence"
+    jobs = [(m, t) for t in nfes for m in methods]
+    records = []
+    scored_sequences = None
+    progress = tqdm(total=num_batches * len(jobs), desc="sudoku evaluation", disable=not show_progress)
+    for method, steps in jobs:
+        cache_file = os.path.join(cache_dir, f"{method}_nfe{steps}.json") if cache_dir else None
+        if cache_file and os.path.isfile(cache_file):
+            with open(cache_file) as f:
+                cached = json.load(f)
+            if cached.get("fingerprint") == fingerprint:
+                records.append(cached["record"])
+                progress.update(num_batches)
+                continue
+        progress.set_postfix_str(f"{method} nfe={steps}")
+        sequences = _run_method(model, tokens, method, steps, recipe, seed, batch_size, progress)
+        grids = tokenizer.decode(sequences.cpu().numpy())
+        solved = is_valid_solution(grids, spec, puzzles=puzzles)
+        record = {
+            "method": method,
+            "nfe": steps,
+            "success_rate": float(solved.mean()),
+            "num_puzzles": int(len(puzzles)),
+            "num_solved": int(solved.sum()),
+        }
+        records.append(record)
+        if method == scoring_method and steps == nfes[0]:
+            scored_sequences = sequences
+        if cache_file:
+            with open(cache_file, "w") as f:
+                json.dump({"fingerprint": fingerprint, "record": record}, f)
+    progress.close()
+
+    # Quality head: score the final grids of the vanilla sampler (its mistakes are never corrected).
+    if scored_sequences is None:
+        scored_sequences = _run_method(model, tokens, scoring_method, nfes[0], recipe, seed, batch_size, None)
+    quality = _quality(model, scored_sequences, batch_size)
+    generated = tokens.cpu().numpy() == tokenizer.mask_token_id
+    wrong = scored_sequences.cpu().numpy() != tokenizer.encode(solutions)
+    q, w = quality[generated], wrong[generated]
+    result = {
+        "grid_size": spec.size,
+        "box_rows": spec.box_rows,
+        "box_cols": spec.box_cols,
+        "num_puzzles": int(len(puzzles)),
+        "quality_auroc": auroc(1.0 - q, w),
+        "quality_scored_method": scoring_method,
+        "quality_scored_nfe": nfes[0],
+        "wrong_cell_fraction": float(w.mean()) if len(w) else float("nan"),
+        "records": records,
+        "calibration": calibration(q, ~w),
+        "sampler": {"unmasking": recipe.unmasking, "num_remask": recipe.num_remask, "step_on": recipe.step_on,
+                    "step_off": recipe.step_off, "temperature": 0.0},
+    }
+    keep = min(len(puzzles), 64)
+    result["quality_example"] = {
+        "puzzles": puzzles[:keep].tolist(),
+        "grids": tokenizer.decode(scored_sequences[:keep].cpu().numpy()).tolist(),
+        "quality": quality[:keep][:, spec.cell_positions()].reshape(keep, spec.size, spec.size).round(4).tolist(),
+        "solutions": np.asarray(solutions)[:keep].tolist(),
+    }
+    return result
+
+
+def format_table(result: Dict) -> str:
+    """The results as a plain-text table (one row per method and NFE, best baseline and PRISM's margin)."""
+    lines = [
+        f"Sudoku {result['grid_size']}x{result['grid_size']}, {result['num_puzzles']} held-out puzzles",
+        f"{'method':<20} {'NFE':>5} {'success':>9} {'solved':>12}",
+    ]
+    for rec in result["records"]:
+        lines.append(
+            f"{rec['method']:<20} {rec['nfe']:>5} {100 * rec['success_rate']:>8.1f}% {rec['num_solved']:>6}/{rec['num_puzzles']:<5}"
+        )
+    for steps in sorted({r["nfe"] for r in result["records"]}):
+        at = [r for r in result["records"] if r["nfe"] == steps]
+        prism = [r for r in at if r["method"] == "prism"]
+        baselines = [r for r in at if r["method"] != "prism"]
+        if prism and baselines:
+            best = max(baselines, key=lambda r: r["success_rate"])
+            lines.append(
+                f"NFE {steps}: prism - best baseline ({best['method']}) = "
+                f"{100 * (prism[0]['success_rate'] - best['success_rate']):+.1f} points"
+            )
+    lines.append(
+        f"quality AUROC for wrong cells: {result['quality_auroc']:.3f} (final grids of {result['quality_scored_method']}, "
+        f"NFE {result['quality_scored_nfe']}; {100 * result['wrong_cell_fraction']:.1f}% of generated cells wrong); "
+        f"ECE {result['calibration']['ece']:.3f}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Sudoku recipes: every knob of the demo in one dataclass, with named presets.
+
+* ``demo`` (default): sized to finish pretraining, PRISM fine-tuning and the evaluation of every method in
+  about ten minutes on a 2-core CPU (see ``docs/sudoku.md`` for the measurements behind the choice).
+* ``paper``: the PRISM paper's Sudoku setting (9x9, 50-51 blanks, k=4, lambda=5, 20k steps at batch 256,
+  lr 3e-4), for a GPU.
+* ``tiny``: seconds, for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from .grids import SudokuInputError, SudokuSpec
+
+__all__ = ["SudokuRecipe", "RECIPES", "get_recipe", "RECIPE_FILENAME"]
+
+RECIPE_FILENAME = "sudoku_recipe.json"
+
+
+@dataclass
+class SudokuRecipe:
+    """All settings of a Sudoku run (data, backbone, MDM pretraining, PRISM fine-tuning, evaluation).
+
+    Args:
+        size (`int`): Grid size ``n = a * b`` (4, 6, 9, ...).
+        box_rows (`int`, *optional*): Rows per box; the most square shape when omitted.
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: The backbone
+            ([`SudokuMDMConfig`]).
+        pretrain_steps, pretrain_batch_size, pretrain_learning_rate, pretrain_warmup_steps: MDM pretraining
+            (`MDMTrainer`, cosine schedule).
+        finetune_steps, finetune_batch_size, finetune_learning_rate: PRISM fine-tuning (`PrismTrainer`,
+            full backbone).
+        num_update_tokens (`int`): ``k`` of the PRISM loss (Sudoku: 4).
+        mdm_loss_weight (`float`): ``lambda`` (Sudoku: 5.0).
+        head (`str`): Quality head type (``"linear"``: the Sudoku recipe's probe).
+        train_seed (`int`): Seed of the training grids and of training. Never used for evaluation puzzles.
+        eval_seed (`int`): Seed of the generated evaluation puzzles (never used in training or tuning).
+        num_eval_puzzles (`int`): Generated evaluation puzzles (when no puzzle file is given).
+        num_blanks (`(int, int)`): Inclusive range of blanks per generated puzzle.
+        unique_puzzles (`bool`): Generated puzzles have exactly one solution.
+        nfe (`int`): Default number of sampling steps (model forwards) for every method.
+        unmasking (`str`): Unmasking rule of the remasking methods (PRISM and the count baselines).
+        num_remask (`int`): Tokens remasked per step by PRISM and by the same-count baselines.
+        step_on, step_off (`float`): Remasking window as fractions of the steps.
+        eval_batch_size (`int`): Puzzles per sampler batch.
+        low_quality_threshold (`float`): Quality below which a cell is drawn as "low quality" in the figure.
+    """
+
+    size: int = 6
+    box_rows: Optional[int] = None
+    hidden_size: int = 64
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: Optional[int] = None
+    pretrain_steps: int = 1500
+    pretrain_batch_size: int = 128
+    pretrain_learning_rate: float = 1e-3
+    pretrain_warmup_steps: int = 100
+    finetune_steps: int = 400
+    finetune_batch_size: int = 128
+    finetune_learning_rate: float = 3e-4
+    num_update_tokens: int = 4
+    mdm_loss_weight: float = 5.0
+    head: str = "linear"
+    train_seed: int = 1
+    eval_seed: int = 20251001
+    num_eval_puzzles: int = 500
+    num_blanks: Tuple[int, int] = (22, 24)
+    unique_puzzles: bool = True
+    nfe: int = 8
+    unmasking: str = "confidence"
+    num_remask: int = 2
+    step_on: float = 0.0
+    step_off: float = 1.0
+    eval_batch_size: int = 500
+    low_quality_threshold: float = 0.5
+
+    def __post_init__(self):
+        self.num_blanks = tuple(int(v) for v in (self.num_blanks if not isinstance(self.num_blanks, int) else (self.num_blanks,) * 2))
+        if self.train_seed == self.eval_seed:
+            raise SudokuInputError(
+                f"train_seed={self.train_seed} equals eval_seed={self.eval_seed}: evaluation puzzles must come from a "
+                "seed never used in training."
+            )
+        if not isinstance(self.nfe, int) or self.nfe < 1:
+            raise SudokuInputError(f"nfe={self.nfe!r} must be an int >= 1 (model forwards per puzzle).")
+        low, high = self.num_blanks
+        if not 1 <= low <= high <= self.spec.num_cells:
+            raise SudokuInputError(f"num_blanks={self.num_blanks} must satisfy 1 <= low <= high <= {self.spec.num_cells}.")
+
+    @property
+    def spec(self) -> SudokuSpec:
+        return SudokuSpec.from_size(self.size, self.box_rows)
+
+    def replace(self, **changes) -> "SudokuRecipe":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"Unknown recipe fields {unknown}; valid fields: {[f.name for f in dataclasses.fields(self)]}.")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict:
+        data = dataclasses.asdict(self)
+        data["num_blanks"] = list(self.num_blanks)
+        return data
+
+    def save(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, RECIPE_FILENAME), "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, directory: str) -> "SudokuRecipe":
+        path = os.path.join(directory, RECIPE_FILENAME)
+        if not os.path.isfile(path):
+            raise SudokuInputError(f"{directory!r} has no {RECIPE_FILENAME}; it is not a checkpoint written by prism-hf sudoku.")
+        with open(path) as f:
+            data = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+RECIPES: Dict[str, SudokuRecipe] = {
+    "demo": SudokuRecipe(),
+    "paper": SudokuRecipe(
+        size=9, hidden_size=256, num_hidden_layers=8, num_attention_heads=8,
+        pretrain_steps=50_000, pretrain_batch_size=256, pretrain_learning_rate=3e-4, pretrain_warmup_steps=1000,
+        finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4,
+        num_eval_puzzles=2000, num_blanks=(50, 51), nfe=50, unmasking="random", num_remask=4, eval_batch_size=500,
+    ),
+    "tiny": SudokuRecipe(
+        size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, pretrain_steps=6, pretrain_batch_size=16,
+        pretrain_warmup_steps=1, finetune_steps=4, finetune_batch_size=16, num_eval_puzzles=12, num_blanks=(6, 8),
+        nfe=4, num_remask=1, eval_batch_size=12,
+    ),
+}
+
+
+def get_recipe(name: str, **overrides) -> SudokuRecipe:
+    """A copy of a named recipe (``demo``, ``paper``, ``tiny``) with fields overridden (``None`` values ignored)."""
+    if name not in RECIPES:
+        raise SudokuInputError(f"recipe={name!r} is not known; choose one of {sorted(RECIPES)}.")
+    return RECIPES[name].replace(**{k: v for k, v in overrides.items() if v is not None})

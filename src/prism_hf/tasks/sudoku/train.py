@@ -1,0 +1,166 @@
+"""The two training stages of the Sudoku demo: MDM pretraining (`MDMTrainer`) and PRISM fine-tuning (`PrismTrainer`).
+
+Both stages are resumable: a finished stage leaves its model folder with a ``sudoku_recipe.json`` and is
+skipped on a rerun; an interrupted stage resumes from the Trainer checkpoint in ``<output_dir>/work/``.
+No stage ever looks at evaluation puzzles: training data are solved grids from ``recipe.train_seed``
+and the final weights are kept (no checkpoint selection).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Optional
+
+import torch
+from transformers.utils import logging
+
+from ...modeling_prism import PrismForMaskedDiffusion
+from .data import build_training_dataset
+from .grids import SudokuInputError
+from .modeling import SudokuMDMConfig, SudokuMDMForMaskedLM
+from .recipes import RECIPE_FILENAME, SudokuRecipe
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["build_backbone", "pretrain", "finetune", "stage_done", "load_backbone", "load_prism"]
+
+
+def stage_done(directory: str) -> bool:
+    """Whether a stage finished: its folder holds the weights and the recipe (written last)."""
+    return os.path.isfile(os.path.join(directory, RECIPE_FILENAME)) and os.path.isfile(os.path.join(directory, "config.json"))
+
+
+def build_backbone(recipe: SudokuRecipe) -> SudokuMDMForMaskedLM:
+    """A freshly initialised backbone for the recipe's grid (seeded with ``recipe.train_seed``)."""
+    spec = recipe.spec
+    torch.manual_seed(recipe.train_seed)
+    config = SudokuMDMConfig(
+        box_rows=spec.box_rows, box_cols=spec.box_cols, hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.num_hidden_layers, num_attention_heads=recipe.num_attention_heads,
+        intermediate_size=recipe.intermediate_size,
+    )
+    return SudokuMDMForMaskedLM(config)
+
+
+def _check_size(model_spec, recipe: SudokuRecipe, what: str, path: str) -> None:
+    if (model_spec.box_rows, model_spec.box_cols) != (recipe.spec.box_rows, recipe.spec.box_cols):
+        raise SudokuInputError(
+            f"{what} {path!r} is a {model_spec.name} Sudoku model (boxes {model_spec.box_rows}x{model_spec.box_cols}), but "
+            f"the run is for {recipe.spec.name} grids (boxes {recipe.spec.box_rows}x{recipe.spec.box_cols}). Use a "
+            "checkpoint trained for this grid size, or pass --size to match the checkpoint."
+        )
+
+
+def load_backbone(path: str) -> SudokuMDMForMaskedLM:
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SudokuInputError(f"backbone={path!r} holds no model (no config.json); run `prism-hf sudoku pretrain` first.")
+    return SudokuMDMForMaskedLM.from_pretrained(path)
+
+
+def load_prism(path: str) -> PrismForMaskedDiffusion:
+    """Load a PRISM Sudoku checkpoint (the backbone's model type is registered by importing this package)."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SudokuInputError(f"checkpoint={path!r} holds no model (no config.json); run `prism-hf sudoku finetune` first.")
+    model = PrismForMaskedDiffusion.from_pretrained(path)
+    if not isinstance(model.backbone, SudokuMDMForMaskedLM):
+        raise SudokuInputError(
+            f"checkpoint={path!r} wraps a {type(model.backbone).__name__}, not a Sudoku backbone ({SudokuMDMForMaskedLM.__name__})."
+        )
+    return model
+
+
+def _training_kwargs(recipe: SudokuRecipe, work_dir: str, steps: int, batch_size: int, lr: float,
+                     warmup: int, show_progress: bool) -> dict:
+    return dict(
+        output_dir=work_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(warmup, max(steps - 1, 0)),
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=max(1, min(100, steps // 10)),
+        save_strategy="steps",
+        save_steps=max(25, steps // 5),
+        save_total_limit=1,
+        report_to=[],
+        disable_tqdm=not show_progress,
+        seed=recipe.train_seed,
+        data_seed=recipe.train_seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+    )
+
+
+def _last_checkpoint(work_dir: str) -> Optional[str]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(work_dir) if os.path.isdir(work_dir) else None
+
+
+def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) -> str:
+    """Pretrain the backbone with the MDM loss; returns the folder of the saved backbone.
+
+    Skipped when ``output_dir`` already holds a finished backbone; resumed from ``output_dir/work`` when a
+    previous run was interrupted.
+    """
+    from ...trainer import MDMTrainer
+    from ...training_args import MaskedDiffusionTrainingArguments
+
+    if stage_done(output_dir):
+        _check_size(load_backbone(output_dir).config.sudoku_spec, recipe, "backbone", output_dir)
+        logger.warning("pretrain: %s is finished; skipping (delete it to retrain).", output_dir)
+        return output_dir
+    model = build_backbone(recipe)
+    dataset = build_training_dataset(recipe.pretrain_steps * recipe.pretrain_batch_size, recipe.spec, seed=recipe.train_seed)
+    work_dir = os.path.join(output_dir, "work")
+    args = MaskedDiffusionTrainingArguments(
+        **_training_kwargs(recipe, work_dir, recipe.pretrain_steps, recipe.pretrain_batch_size,
+                           recipe.pretrain_learning_rate, recipe.pretrain_warmup_steps, show_progress)
+    )
+    trainer = MDMTrainer(model=model, args=args, train_dataset=dataset)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
+    model.save_pretrained(output_dir)
+    recipe.save(output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return output_dir
+
+
+def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_progress: bool = True) -> str:
+    """PRISM fine-tuning of a pretrained backbone (full backbone, ``recipe.head`` head, k and lambda of the
+    recipe); returns the folder of the saved `PrismForMaskedDiffusion`."""
+    from ...trainer import PrismTrainer
+    from ...training_args import PrismTrainingArguments
+
+    if stage_done(output_dir):
+        _check_size(load_prism(output_dir).backbone.config.sudoku_spec, recipe, "checkpoint", output_dir)
+        logger.warning("finetune: %s is finished; skipping (delete it to retrain).", output_dir)
+        return output_dir
+    backbone = load_backbone(backbone_dir)
+    _check_size(backbone.config.sudoku_spec, recipe, "backbone", backbone_dir)
+    torch.manual_seed(recipe.train_seed + 1)
+    model = PrismForMaskedDiffusion.from_backbone(backbone, head=recipe.head)
+    # Training grids for this stage come from another stream of the training seed (never the eval seed).
+    dataset = build_training_dataset(
+        recipe.finetune_steps * recipe.finetune_batch_size, recipe.spec, seed=recipe.train_seed + 1
+    )
+    work_dir = os.path.join(output_dir, "work")
+    args = PrismTrainingArguments(
+        **_training_kwargs(recipe, work_dir, recipe.finetune_steps, recipe.finetune_batch_size,
+                           recipe.finetune_learning_rate, min(recipe.pretrain_warmup_steps, recipe.finetune_steps // 10),
+                           show_progress),
+        num_update_tokens=recipe.num_update_tokens,
+        mdm_loss_weight=recipe.mdm_loss_weight,
+        update_selection="random",
+        proposal_temperature=1.0,
+        backbone_training="full",
+    )
+    trainer = PrismTrainer(model=model, args=args, train_dataset=dataset)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
+    model.save_pretrained(output_dir)
+    recipe.save(output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return output_dir

@@ -1,0 +1,218 @@
+"""Sudoku task module: grids, generator, puzzles, validator, solver, tokenizer, CSV, datasets, backbone, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from prism_hf.tasks.sudoku import (
+    SudokuInputError,
+    SudokuMDMConfig,
+    SudokuMDMForMaskedLM,
+    SudokuSpec,
+    SudokuTokenizer,
+    build_puzzle_dataset,
+    build_training_dataset,
+    check_givens,
+    count_solutions,
+    generate_solved_grids,
+    givens_conflicts,
+    is_valid_solution,
+    load_puzzles_csv,
+    make_puzzles,
+    save_puzzles_csv,
+    solve,
+)
+
+SOLVED_4 = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+
+
+# ----- spec -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size,boxes,length", [(4, (2, 2), 19), (6, (2, 3), 41), (9, (3, 3), 89), (12, (3, 4), 155)])
+def test_spec_layout(size, boxes, length):
+    spec = SudokuSpec.from_size(size)
+    assert (spec.box_rows, spec.box_cols) == boxes
+    assert spec.sequence_length == length
+    assert spec.vocab_size == size + 2 and spec.separator_token_id == size + 1 and spec.mask_token_id == 0
+    assert SudokuSpec.from_sequence_length(length) == spec
+
+
+@pytest.mark.parametrize("size", [5, 7, 3, 11])
+def test_size_not_a_product_is_rejected(size):
+    with pytest.raises(SudokuInputError, match=f"size={size} is not a product a\\*b"):
+        SudokuSpec.from_size(size)
+
+
+def test_bad_box_rows_and_sequence_length():
+    with pytest.raises(SudokuInputError, match="box_rows=4 does not divide size=6"):
+        SudokuSpec.from_size(6, box_rows=4)
+    with pytest.raises(SudokuInputError, match="a row of 50 tokens is no Sudoku layout"):
+        SudokuSpec.from_sequence_length(50)
+
+
+# ----- generator, validator, puzzles, solver ------------------------------------------------------------
+@pytest.mark.parametrize("size", [4, 6, 8, 9])
+def test_generated_grids_are_valid_and_diverse(size):
+    grids = generate_solved_grids(300, size, seed=3)
+    assert grids.shape == (300, size, size)
+    assert is_valid_solution(grids).all()
+    distinct = len(np.unique(grids.reshape(300, -1), axis=0))
+    assert distinct > (250 if size > 4 else 100)  # 4x4 has only 288 grids in total
+
+
+def test_generator_is_seeded():
+    a, b, c = (generate_solved_grids(20, 9, seed=s) for s in (5, 5, 6))
+    assert (a == b).all() and not (a == c).all()
+
+
+def test_validator_catches_each_kind_of_mistake():
+    assert is_valid_solution(SOLVED_4)
+    row_dup = SOLVED_4.copy(); row_dup[0, 0] = 2                       # digit twice in row 0
+    latin = np.array([[1, 2, 3, 4], [2, 3, 4, 1], [3, 4, 1, 2], [4, 1, 2, 3]])  # rows/cols fine, boxes broken
+    blank = SOLVED_4.copy(); blank[1, 1] = 0
+    assert not is_valid_solution(row_dup)
+    assert not is_valid_solution(latin)
+    assert not is_valid_solution(blank)
+    puzzle = SOLVED_4.copy(); puzzle[0] = 0
+    other = SOLVED_4.copy(); other[[0, 1]] = other[[1, 0]]  # valid grid that does not keep the givens
+    assert is_valid_solution(other)
+    assert not is_valid_solution(other, puzzles=SOLVED_4)
+    assert is_valid_solution(np.stack([SOLVED_4, latin, other])).tolist() == [True, False, True]
+    assert is_valid_solution(SOLVED_4, puzzles=puzzle)
+
+
+def test_make_puzzles_blanks_and_uniqueness():
+    solutions = generate_solved_grids(30, 6, seed=1)
+    puzzles = make_puzzles(solutions, (20, 22), seed=2)
+    blanks = (puzzles == 0).sum(axis=(1, 2))
+    assert blanks.min() >= 20 and blanks.max() <= 22
+    assert ((puzzles == 0) | (puzzles == solutions)).all()
+    unique = make_puzzles(solutions[:8], 22, seed=2, unique=True)
+    for puzzle, solution in zip(unique, solutions[:8]):
+        found = solve(puzzle, max_solutions=2)
+        assert len(found) == 1 and (found[0] == solution).all()
+
+
+def test_solver_counts_solutions():
+    assert count_solutions(np.zeros((4, 4), dtype=int), limit=5) == 5
+    puzzle = SOLVED_4.copy(); puzzle[0, 0] = 0
+    assert solve(puzzle)[0].tolist() == SOLVED_4.tolist()
+
+
+def test_givens_that_break_a_rule_are_rejected():
+    bad = np.zeros((2, 9, 9), dtype=int)
+    bad[1, 0, 0] = bad[1, 4, 0] = 7  # digit 7 twice in column 0
+    assert givens_conflicts(bad).tolist() == [False, True]
+    with pytest.raises(SudokuInputError, match=r"puzzles\[1\] is not a valid puzzle: its givens put digit 7 2 times in column 0"):
+        check_givens(bad)
+    with pytest.raises(SudokuInputError, match="not a valid puzzle"):
+        solve(bad[1])
+
+
+def test_digit_out_of_range_in_a_grid():
+    with pytest.raises(SudokuInputError, match="holds digit 5 .* valid digits are 0..4"):
+        is_valid_solution(np.full((4, 4), 5))
+
+
+# ----- tokenizer and CSV -------------------------------------------------------------------------------
+def test_tokenizer_round_trips_tokens_strings_and_csv():
+    tok = SudokuTokenizer(9)
+    grids = make_puzzles(generate_solved_grids(5, 9, seed=0), 40, seed=1)
+    tokens = tok.encode(grids)
+    assert tokens.shape == (5, 89)
+    assert (tokens[:, 9::10] == 10).all()
+    assert (tok.decode(tokens) == grids).all()
+    for grid in grids:
+        assert (tok.from_string(tok.to_string(grid)) == grid).all()
+        assert (tok.from_csv_row(tok.to_csv_row(grid)) == grid).all()
+    assert tok.from_string("12.. 34.. ....  ....".replace(" ", "") + "." * 65)[0, :4].tolist() == [1, 2, 0, 0]
+
+
+def test_paper_file_format_loads(tmp_path):
+    grids = generate_solved_grids(7, 9, seed=4)
+    path = tmp_path / "p.csv"
+    save_puzzles_csv(path, make_puzzles(grids, 50, seed=0))
+    first = path.read_text().splitlines()[0].split(",")
+    assert len(first) == 89 and first[9] == "10"
+    loaded = load_puzzles_csv(path)
+    assert loaded.shape == (7, 9, 9) and ((loaded == 0).sum(axis=(1, 2)) == 50).all()
+
+
+def _write(tmp_path, rows):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    return path
+
+
+def test_csv_row_of_wrong_length(tmp_path):
+    tok = SudokuTokenizer(9)
+    good = tok.encode(generate_solved_grids(1, 9, seed=0))[0].tolist()
+    path = _write(tmp_path, [good, good[:-1]])
+    with pytest.raises(SudokuInputError, match="line 2: 88 values; a 9x9 Sudoku row has 89"):
+        load_puzzles_csv(path)
+    with pytest.raises(SudokuInputError, match="88 values per row"):
+        tok.from_csv_row(",".join(map(str, good[:-1])))
+
+
+def test_csv_digit_out_of_range(tmp_path):
+    tok = SudokuTokenizer(9)
+    row = tok.encode(generate_solved_grids(1, 9, seed=0))[0].tolist()
+    row[3] = 12
+    with pytest.raises(SudokuInputError, match="line 1: digit 12 at index 3 is out of range; valid cell values are 0..9"):
+        load_puzzles_csv(_write(tmp_path, [row]))
+    row[3] = 4
+    row[9] = 3  # separator position
+    with pytest.raises(SudokuInputError, match="should be the row separator 10"):
+        load_puzzles_csv(_write(tmp_path, [row]))
+
+
+def test_csv_givens_that_break_a_rule(tmp_path):
+    tok = SudokuTokenizer(6)
+    puzzle = np.zeros((6, 6), dtype=int)
+    puzzle[0, 0] = puzzle[0, 5] = 3
+    with pytest.raises(SudokuInputError, match="digit 3 2 times in row 0"):
+        load_puzzles_csv(_write(tmp_path, [tok.encode(puzzle).tolist()]))
+
+
+# ----- datasets ------------------------------------------------------------------------------------------
+def test_datasets_builders():
+    train = build_training_dataset(16, 6, seed=1)
+    assert train.column_names == ["input_ids", "maskable"]
+    row = train[0]
+    assert row["input_ids"].shape == (41,) and int(row["maskable"].sum()) == 36
+    assert (row["input_ids"][~row["maskable"].bool()] == 7).all()
+    evalset = build_puzzle_dataset(4, 4, num_blanks=6, seed=9, unique=True)
+    ex = evalset[0]
+    assert int((ex["input_ids"] == 0).sum()) <= 6 and (ex["maskable"].bool() == (ex["input_ids"] == 0)).all()
+    tok = SudokuTokenizer(4)
+    assert is_valid_solution(tok.decode(ex["solution_ids"].numpy()))
+
+
+# ----- backbone ------------------------------------------------------------------------------------------
+def test_backbone_loads_with_auto_classes_and_wraps_in_prism(tmp_path):
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from prism_hf import PrismForMaskedDiffusion
+
+    model = SudokuMDMForMaskedLM(SudokuMDMConfig(box_rows=2, box_cols=3, hidden_size=32, num_hidden_layers=1, num_attention_heads=2))
+    assert model.config.vocab_size == 8 and model.config.mask_token_id == 0
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "sudoku_mdm"
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    ids = torch.as_tensor(SudokuTokenizer(6).encode(generate_solved_grids(2, 6, seed=0)))
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    prism = PrismForMaskedDiffusion.from_backbone(model, head="linear")
+    assert prism.mask_token_id == 0
+    out = prism(ids)
+    assert out.logits.shape == (2, 41, 8) and out.quality_logits.shape == (2, 41)
+    # cells can only predict digits, separators only the separator
+    best = out.logits.argmax(-1)
+    cells = torch.as_tensor(SudokuTokenizer(6).cell_mask())
+    assert ((best[:, cells] >= 1) & (best[:, cells] <= 6)).all() and (best[:, ~cells] == 7).all()
+
+
+def test_backbone_rejects_wrong_length_and_mask_id():
+    model = SudokuMDMForMaskedLM(SudokuMDMConfig(box_rows=2, box_cols=2, hidden_size=16, num_hidden_layers=1, num_attention_heads=2))
+    with pytest.raises(SudokuInputError, match=r"takes \(batch_size, 19\) tokens"):
+        model(torch.zeros(1, 41, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask_token_id=3"):
+        SudokuMDMConfig(box_rows=2, box_cols=2, mask_token_id=3)
