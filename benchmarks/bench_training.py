@@ -7,8 +7,9 @@ Three variants on the same model, batch and sequence length, each a full optimiz
 - ``prism-full``: PRISM with a trained backbone (forward on z with gradients, forward on y, both losses);
 - ``prism-frozen``: PRISM with a frozen backbone (forward on z without gradients; only the head learns).
 
-Timing: the variants run interleaved, round-robin, after warm-up steps; the median step time is reported,
-with the ratio to ``mdm``. Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step above
+Timing: the variants run interleaved, round-robin, after warm-up steps; the median wall-clock time and the
+median process CPU time per step are reported, with ratios to ``mdm`` (CPU time is the steadier figure on a
+shared machine; use ``--threads 1`` so that idle-spinning worker threads do not count). Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step above
 what was allocated before it; on CPU, the same quantity from the PyTorch profiler's memory timeline (tensor
 memory, not the process's resident size). Both count activations, gradients and temporaries of one
 steady-state step; parameters and AdamW state, which exist before the step, are not counted.
@@ -85,20 +86,23 @@ def sync(device):
 
 
 def time_variants(args):
+    """Median wall-clock and process CPU seconds per step of each variant (interleaved round-robin)."""
     batch = make_batch(args)
     steps = {v: make_step(v, args) for v in VARIANTS}
     for _ in range(args.warmup):
         for v in VARIANTS:
             steps[v](*batch)
-    times = {v: [] for v in VARIANTS}
+    wall = {v: [] for v in VARIANTS}
+    cpu = {v: [] for v in VARIANTS}
     for _ in range(args.steps):
         for v in VARIANTS:
             sync(args.device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             steps[v](*batch)
             sync(args.device)
-            times[v].append(time.perf_counter() - start)
-    return {v: statistics.median(ts) for v, ts in times.items()}
+            wall[v].append(time.perf_counter() - start)
+            cpu[v].append(time.process_time() - start_cpu)
+    return ({v: statistics.median(ts) for v, ts in wall.items()}, {v: statistics.median(ts) for v, ts in cpu.items()})
 
 
 def _cpu_peak_bytes(fn):
@@ -159,13 +163,15 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    times = time_variants(args)
+    times, cpu_times = time_variants(args)
     memory = None if args.no_memory else memory_variants(args)
     n_params = sum(p.numel() for p in build(args).parameters())
     result = {
         "device": args.device, "params": n_params, "batch_size": args.batch_size, "seq_len": args.seq_len,
         "num_update_tokens": args.num_update_tokens, "num_proposals": args.num_proposals,
+        "threads": torch.get_num_threads(),
         "step_seconds": times, "time_ratio_vs_mdm": {v: times[v] / times["mdm"] for v in VARIANTS},
+        "step_cpu_seconds": cpu_times, "cpu_time_ratio_vs_mdm": {v: cpu_times[v] / cpu_times["mdm"] for v in VARIANTS},
     }
     if memory is not None:
         result["peak_memory_bytes"] = memory
@@ -174,15 +180,17 @@ def main(argv=None):
         print(json.dumps(result))
         return
     print(f"device={args.device} params={n_params / 1e6:.2f}M batch={args.batch_size} seq_len={args.seq_len} "
-          f"k={args.num_update_tokens} n_y={args.num_proposals} (median of {args.steps} steps)")
-    header = f"{'variant':<14}{'step (ms)':>12}{'vs mdm':>9}"
+          f"k={args.num_update_tokens} n_y={args.num_proposals} threads={torch.get_num_threads()} "
+          f"(median of {args.steps} interleaved steps)")
+    header = f"{'variant':<14}{'wall (ms)':>11}{'vs mdm':>8}{'cpu (ms)':>11}{'vs mdm':>8}"
     if memory is not None:
-        header += f"{'peak mem (MiB)':>17}{'vs mdm':>9}"
+        header += f"{'peak mem (MiB)':>16}{'vs mdm':>8}"
     print(header)
     for v in VARIANTS:
-        line = f"{v:<14}{times[v] * 1e3:>12.1f}{times[v] / times['mdm']:>8.2f}x"
+        line = (f"{v:<14}{times[v] * 1e3:>11.1f}{times[v] / times['mdm']:>7.2f}x"
+                f"{cpu_times[v] * 1e3:>11.1f}{cpu_times[v] / cpu_times['mdm']:>7.2f}x")
         if memory is not None:
-            line += f"{memory[v] / 2**20:>17.1f}{memory[v] / memory['mdm']:>8.2f}x"
+            line += f"{memory[v] / 2**20:>16.1f}{memory[v] / memory['mdm']:>7.2f}x"
         print(line)
 
 

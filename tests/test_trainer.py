@@ -2,6 +2,7 @@
 
 import json
 import logging
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -10,7 +11,7 @@ from peft import LoraConfig
 from transformers import TrainerCallback, TrainingArguments
 
 from prism_hf.modeling_prism import PrismForMaskedDiffusion
-from prism_hf.testing import tiny_bert, tiny_dream, tiny_llada
+from prism_hf.testing import TINY_BUILDERS, tiny_bert, tiny_dream, tiny_llada
 from prism_hf.trainer import MDMTrainer, PrismTrainer
 from prism_hf.training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
 
@@ -150,6 +151,38 @@ def test_mdm_trainer_on_plain_masked_lm_and_on_prism_model(tmp_path):
         plain = TrainingArguments(output_dir=str(tmp_path / "plain"), max_steps=1, report_to=[], use_cpu=True, disable_tqdm=True,
                                   per_device_train_batch_size=4)
         MDMTrainer(model, plain, train_dataset=_dataset()).train()
+
+
+@pytest.mark.parametrize("family", sorted(TINY_BUILDERS))
+def test_prism_trainer_runs_on_every_tiny_family(tmp_path, family):
+    backbone = TINY_BUILDERS[family]()
+    model = _prism(backbone, mask_token_id=63) if family == "bert" else _prism(backbone)
+    head0 = _params(model, "quality_head.")
+    trainer = PrismTrainer(model, _args(tmp_path, max_steps=1, logging_steps=1, num_proposals=2), train_dataset=_dataset(8))
+    trainer.train()
+    assert _changed(head0, model)
+    entry = next(e for e in trainer.state.log_history if "self_correction_loss" in e)
+    assert all(torch.isfinite(torch.tensor(entry[k])) for k in ("loss", "mdm_loss", "self_correction_loss"))
+
+
+def test_mdm_trainer_needs_only_logits_and_a_mask_id(tmp_path):
+    class TableLM(torch.nn.Module):
+        """Not a transformers model: no config, returns an object with .logits only."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(64, 16)
+            self.out = torch.nn.Linear(16, 64)
+
+        def forward(self, input_ids, attention_mask=None):
+            return SimpleNamespace(logits=self.out(self.embed(input_ids)))
+
+    model = TableLM()
+    before = _params(model, "")
+    plain = TrainingArguments(output_dir=str(tmp_path / "plain"), max_steps=2, report_to=[], use_cpu=True, disable_tqdm=True,
+                              per_device_train_batch_size=4, learning_rate=1e-2)
+    MDMTrainer(model, plain, train_dataset=_dataset(), mask_token_id=63).train()
+    assert _changed(before, model)
 
 
 def test_mdm_trainer_aligns_shifted_logits_through_the_registry(tmp_path):
