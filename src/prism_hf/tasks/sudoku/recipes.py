@@ -133,8 +133,8 @@ RECIPES: Dict[str, SudokuRecipe] = {
         num_eval_puzzles=2000, num_blanks=(50, 51), nfe=50, unmasking="random", num_remask=4, eval_batch_size=500,
     ),
     "tiny": SudokuRecipe(
-        size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, pretrain_steps=6, pretrain_batch_size=16,
-        pretrain_warmup_steps=1, finetune_steps=4, finetune_batch_size=16, num_eval_puzzles=12, num_blanks=(6, 8),
+        size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, pretrain_steps=4, pretrain_batch_size=16,
+        pretrain_warmup_steps=1, finetune_steps=2, finetune_batch_size=16, num_eval_puzzles=12, num_blanks=(6, 8),
         nfe=4, num_remask=1, eval_batch_size=12,
     ),
 }
