@@ -7,6 +7,7 @@ with the port on small random models.
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -228,6 +229,7 @@ def test_return_dict_and_hidden_states():
     assert type(out).__name__ == "MaskedLMOutput" and out.loss is None
     torch.testing.assert_close(out.logits, bare, rtol=0, atol=0)
     torch.testing.assert_close(logits, bare, rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(hidden, out.hidden_states))
     assert len(out.hidden_states) == BLOCKS + 1 and all(h.shape == (3, 12, HIDDEN) for h in out.hidden_states)
     torch.testing.assert_close(out.hidden_states[0], model.backbone.vocab_embed.embedding[ids], rtol=0, atol=0)
     assert model(ids, torch.zeros(3), return_dict=True).hidden_states is None
@@ -397,7 +399,7 @@ def test_upstream_layout_folder_loads_as_native_class_without_remote_code(tmp_pa
     ids = _ids(batch=2, length=8)
     proc = subprocess.run(
         [sys.executable, "-c", _LOAD_SCRIPT, str(folder), json.dumps(ids.tolist()), str(tmp_path / "prism")],
-        capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        check=False, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.split("REPORT", 1)[1])
