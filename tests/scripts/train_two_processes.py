@@ -1,6 +1,6 @@
 """Launched by tests/test_trainer_multiprocess.py under `accelerate launch --num_processes 2`.
 
-Trains a tiny PRISM model for a few steps and writes, per rank, a JSON file with what that rank saw and a hash
+Usage: ``train_two_processes.py OUT_DIR [MODE ...]`` with modes among ``full``, ``lora``, ``frozen``. Trains a tiny PRISM model for a few steps and writes, per rank and mode, a JSON file with what that rank saw and a hash
 of its final weights, so that the test can check that both ranks trained, on different data, and ended equal.
 """
 
@@ -18,9 +18,16 @@ from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
 
-def weights_hash(model):
+def weights_hash(model, backbone_only=False):
+    """Hash of the weights; ``backbone_only`` hashes the backbone's own (non-LoRA) weights under PEFT-free names."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model.state_dict()
+    if backbone_only:
+        state = {
+            name.replace("base_model.model.", "").replace(".base_layer", ""): tensor
+            for name, tensor in state.items() if name.startswith("backbone.") and "lora_" not in name
+        }
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -29,30 +36,32 @@ def weights_hash(model):
 class RecordingTrainer(PrismTrainer):
     """Records, per step on this rank, the batch it trained on and how many (quality, target) pairs it made."""
 
-    seen_rows = []
-    local_pairs = []
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.seen_rows.extend(inputs["input_ids"][:, 0].tolist())
+        self.__dict__.setdefault("seen_rows", []).extend(inputs["input_ids"][:, 0].tolist())
         loss, out = super().compute_loss(model, inputs, return_outputs=True)
-        self.local_pairs.append(int(out.quality_valid.sum()))
+        self.__dict__.setdefault("local_pairs", []).append(int(out.quality_valid.sum()))
         return (loss, out) if return_outputs else loss
 
 
-def main(out_dir):
+def main(out_dir, mode="full"):
     out_dir = Path(out_dir)
     torch.manual_seed(0)
     model = PrismForMaskedDiffusion.from_backbone(tiny_llada())
-    initial = weights_hash(model)
+    peft_config = None
+    if mode == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    initial, initial_backbone = weights_hash(model), weights_hash(model, backbone_only=True)
     rows = torch.randint(1, 60, (64, 12), generator=torch.Generator().manual_seed(0))
     rows[:, 0] = torch.arange(64)  # the first token identifies the example
     dataset = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "prompt_length": [1] * 64})
     args = PrismTrainingArguments(
-        output_dir=str(out_dir / "run"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=3,
+        output_dir=str(out_dir / f"run-{mode}"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=3,
         report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, num_update_tokens=3, num_proposals=2,
-        ddp_find_unused_parameters=False,
+        backbone_training="frozen" if mode == "frozen" else None,
     )
-    trainer = RecordingTrainer(model, args, train_dataset=dataset)
+    trainer = RecordingTrainer(model, args, train_dataset=dataset, peft_config=peft_config)
     trainer.train()
     logged = next(e for e in trainer.state.log_history if "quality_num_positions" in e)
     record = {
@@ -64,15 +73,20 @@ def main(out_dir):
         "local_pairs": trainer.local_pairs,
         "logged_pairs": logged["quality_num_positions"],
         "logged": {k: v for k, v in logged.items() if isinstance(v, (int, float))},
+        "mode": mode,
         "initial_hash": initial,
         "final_hash": weights_hash(trainer.accelerator.unwrap_model(trainer.model)),
+        "initial_backbone_hash": initial_backbone,
+        "final_backbone_hash": weights_hash(trainer.accelerator.unwrap_model(trainer.model), backbone_only=True),
     }
-    (out_dir / f"rank{record['rank']}.json").write_text(json.dumps(record))
+    (out_dir / f"rank{record['rank']}-{mode}.json").write_text(json.dumps(record))
     trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        # Without an orderly shutdown the gloo threads can abort the process at interpreter exit.
-        torch.distributed.destroy_process_group()
+    return trainer
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    for trained_mode in sys.argv[2:] or ["full"]:
+        main(sys.argv[1], trained_mode)
+    if torch.distributed.is_initialized():
+        # Without an orderly shutdown the gloo threads can abort the process at interpreter exit.
+        torch.distributed.destroy_process_group()
