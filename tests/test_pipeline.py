@@ -123,10 +123,13 @@ def test_uneven_steps_are_shared_out_among_blocks(prism_model):
     assert not (out.sequences == MASK).any()
 
 
-@pytest.mark.parametrize("remasking", ["prism", "none", "confidence"])
+@pytest.mark.parametrize("remasking", ["prism", "none", "confidence", "dream-plain"])
 def test_batch_equals_single_rows(prism_model, remasking):
     """Prompts of different lengths in one padded batch give, row by row, what each prompt gives alone."""
-    pipe = _pipe(prism_model, remasking=remasking, num_remask=2, unmasking="confidence")
+    if remasking == "dream-plain":  # Dream's 4D mask + position ids, and its logit shift, on a plain backbone
+        pipe = _pipe(tiny_dream(), remasking="confidence", num_remask=2, unmasking="confidence")
+    else:
+        pipe = _pipe(prism_model, remasking=remasking, num_remask=2, unmasking="confidence")
     prompts = [torch.tensor([5, 6, 7, 8, 9, 10, 11]), torch.tensor([12, 13]), torch.tensor([14, 15, 16, 17])]
     kwargs = dict(gen_length=16, block_length=8, num_inference_steps=8)
     singles = [pipe(input_ids=p[None], **kwargs) for p in prompts]
@@ -141,33 +144,52 @@ def test_batch_equals_single_rows(prism_model, remasking):
     for i, single in enumerate(singles):
         assert torch.equal(batch.sequences[i], single.sequences[0]), i
         assert torch.equal(batch.num_remasked[i : i + 1], single.num_remasked)
-        assert torch.allclose(batch.quality[i], single.quality[0], atol=1e-5)
+        if single.quality is not None:
+            assert torch.allclose(batch.quality[i], single.quality[0], atol=1e-5)
     assert batch.nfe == singles[0].nfe
 
 
-def test_eos_early_stop():
+class _EosLover(nn.Module):
+    """A plain MDM (no registered family) that predicts EOS everywhere, most confidently at the left, in rows whose
+    first token is 5, and token 7 in the other rows."""
+
     eos = 2
 
-    class EosLover(nn.Module):
-        """A plain MDM that predicts EOS everywhere, most confidently at the left."""
+    def __init__(self):
+        super().__init__()
+        self.config = PretrainedConfig(mask_token_id=MASK)
+        self.dummy = nn.Parameter(torch.zeros(1))
 
-        def __init__(self):
-            super().__init__()
-            self.config = PretrainedConfig(mask_token_id=MASK)
-            self.dummy = nn.Parameter(torch.zeros(1))
+    def forward(self, input_ids, attention_mask=None):
+        b, length = input_ids.shape
+        logits = torch.zeros(b, length, 64)
+        ramp = 10.0 - 0.1 * torch.arange(length, dtype=torch.float)
+        eos_rows = (input_ids[:, 0] == 5)[:, None]
+        logits[..., self.eos] = torch.where(eos_rows, ramp, torch.zeros_like(ramp))
+        logits[..., 7] = torch.where(eos_rows, torch.zeros_like(ramp), ramp)
+        return MaskedLMOutput(logits=logits)
 
-        def forward(self, input_ids, attention_mask=None):
-            b, length = input_ids.shape
-            logits = torch.zeros(b, length, 64)
-            logits[..., eos] = 10.0 - 0.1 * torch.arange(length, dtype=torch.float)
-            return MaskedLMOutput(logits=logits)
 
-    pipe = _pipe(EosLover(), remasking="none")
+def test_eos_early_stop():
+    eos = _EosLover.eos
+    pipe = _pipe(_EosLover(), remasking="none")
     out = pipe(input_ids=torch.tensor([[5, 6]]), gen_length=16, num_inference_steps=8, eos_token_id=eos, eos_early_stop=True)
     assert out.nfe == 1, "stops as soon as every row has an EOS with no mask before it"
     assert (out.sequences == eos).all()
     full = pipe(input_ids=torch.tensor([[5, 6]]), gen_length=16, num_inference_steps=8, eos_token_id=eos)
     assert full.nfe == 8
+
+
+def test_eos_early_stop_freezes_finished_rows_only():
+    eos = _EosLover.eos
+    pipe = _pipe(_EosLover(), remasking="random", num_remask=2, unmasking="confidence")
+    out = pipe(input_ids=torch.tensor([[5, 6], [4, 6]]), gen_length=16, num_inference_steps=8, eos_token_id=eos,
+               eos_early_stop=True, return_history=True, generator=torch.Generator().manual_seed(0))
+    assert out.nfe == 8  # row 1 never emits EOS, so the run goes on
+    assert (out.sequences[0] == eos).all() and (out.sequences[1] == 7).all()
+    assert out.num_remasked[0] == 0 and out.num_remasked[1] > 0  # the finished row is frozen after step 1
+    for entry in out.history[1:]:
+        assert not (entry["remasked"][0] | entry["unmasked"][0]).any()
 
 
 def test_callback_sees_each_step_and_can_replace_tokens(prism_model):
