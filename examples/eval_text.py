@@ -78,7 +78,7 @@ class EvalArguments:
         metadata={"help": "Backbone code/config for a PRISM checkpoint of a remote-code backbone; default the one it recorded."},
     )
     tokenizer_name: Optional[str] = field(default=None, metadata={"help": "Generator tokenizer (None = the model folder's)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Needed for MDLM (remote code)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Only for remote-code backbones (MDLM is ported natively)."})
     dtype: str = field(default="float32", metadata={"help": "Generator dtype: float32, bfloat16 or float16."})
     device: Optional[str] = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
     rules: List[str] = field(

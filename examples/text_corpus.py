@@ -102,10 +102,8 @@ def write_text_corpus(output_dir, num_lines: int = 400, seed: int = 0, validatio
 
 def write_tiny_mdlm(output_dir, tokenizer=None, hidden_dim: int = 32, n_blocks: int = 2, model_length: int = 64,
                     seed: int = 0) -> str:
-    """Save a tiny MDLM-shaped backbone (vocabulary ``len(tokenizer) + 1``, mask = last id) as a remote-code folder."""
-    import json
-    import shutil
-
+    """Save a tiny model of the native MDLM port (vocabulary ``len(tokenizer) + 1``, mask = last id), the class that
+    loads ``kuleshov-group/mdlm-owt`` without remote code."""
     import prism_hf.testing as testing
 
     tokenizer = tokenizer or word_tokenizer()
@@ -114,13 +112,6 @@ def write_tiny_mdlm(output_dir, tokenizer=None, hidden_dim: int = 32, n_blocks: 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    shutil.copyfile(testing.__file__, out / "modeling_tiny_mdlm.py")
-    config = json.loads((out / "config.json").read_text())
-    config["auto_map"] = {
-        "AutoConfig": "modeling_tiny_mdlm.TinyMDLMConfig",
-        "AutoModelForMaskedLM": "modeling_tiny_mdlm.TinyMDLM",
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
     return str(out)
 
 

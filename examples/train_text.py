@@ -1,6 +1,6 @@
 """PRISM fine-tuning of MDLM-170M on OpenWebText, the paper's unconditional text recipe.
 
-With the Hub and GPUs (see docs/text.md for the flags and the caveats of the MDLM remote code):
+With the Hub and GPUs (see docs/text.md for the flags; MDLM loads through the native port, no remote code):
 
     accelerate launch --config_file examples/accelerate_configs/ddp.yaml examples/train_text.py \\
         --config examples/configs/mdlm_owt.yaml
@@ -55,7 +55,7 @@ class ModelArguments:
     )
     revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the backbone."})
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Required for kuleshov-group/mdlm-owt (remote code). Never turned on for you."}
+        default=False, metadata={"help": "Only for remote-code backbones (not needed for MDLM: prism_hf ports it). Never turned on for you."}
     )
     head_type: str = field(default="transformer", metadata={"help": "Quality head: linear, mlp or transformer."})
     dtype: str = field(default="float32", metadata={"help": "Backbone load dtype (float32 + bf16 autocast by default)."})

@@ -27,15 +27,18 @@ from prism_hf.scheduling_prism import PrismScheduler
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
-# prism_hf.testing registers its own small "mdlm" stand-in, and importing the port registers "mdlm" again (the
-# later registration wins). Until the two are reconciled, put back whatever was registered before, so that this
-# module does not change which class other test modules get; nothing in-process below goes through the Auto
-# classes, and the registration itself is tested in a fresh interpreter (last test).
-_MDLM_CONFIG_BEFORE = CONFIG_MAPPING._extra_content.get("mdlm")
 from prism_hf.models.mdlm import MDLMConfig, MDLMForMaskedLM  # noqa: E402
 
-if _MDLM_CONFIG_BEFORE is not None:
-    AutoConfig.register("mdlm", _MDLM_CONFIG_BEFORE, exist_ok=True)
+
+def test_importing_prism_hf_registers_the_native_port():
+    assert CONFIG_MAPPING["mdlm"] is MDLMConfig
+    from transformers import AutoModelForMaskedLM
+
+    assert type(AutoModelForMaskedLM.from_config(_config())) is MDLMForMaskedLM
+    from prism_hf.testing import tiny_mdlm
+
+    assert type(tiny_mdlm()) is MDLMForMaskedLM
+
 
 VOCAB, HIDDEN, COND, HEADS, BLOCKS, LENGTH = 65, 32, 16, 4, 2, 64
 MASK = VOCAB - 1

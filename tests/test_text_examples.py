@@ -1,6 +1,6 @@
 """examples/train_text.py -> examples/eval_text.py end to end, offline, on the tiny stand-ins.
 
-A tiny remote-code MDLM-shaped backbone (loaded with trust_remote_code like kuleshov-group/mdlm-owt), a GPT-2-like
+A tiny model of the native MDLM port (the class that loads kuleshov-group/mdlm-owt), a GPT-2-like
 word tokenizer without a mask token, a few hundred lines of synthetic text, and a tiny random GPT-2 with a
 character tokenizer as the Gen PPL / MAUVE judge.
 """
@@ -31,7 +31,7 @@ def tiny_text(tmp_path_factory):
 def trained(tiny_text, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     trainer, result = train_text.main([
-        "--model_name_or_path", str(tiny_text["tiny_mdlm"]), "--trust_remote_code", "true",
+        "--model_name_or_path", str(tiny_text["tiny_mdlm"]),
         "--tokenizer_name", str(tiny_text["tokenizer"]),
         "--data_files", str(tiny_text["train"]), "--holdout_last_n", "0",
         "--output_dir", str(out), "--max_length", "32", "--max_steps", "4",
@@ -61,7 +61,7 @@ def test_train_text_runs_the_recipe_offline(trained):
 def test_eval_text_end_to_end(trained, tiny_text, tmp_path):
     out, _, _ = trained
     report = eval_text.main([
-        "--model_name_or_path", str(out), "--trust_remote_code", "true",
+        "--model_name_or_path", str(out),
         "--rules", "prism", "remdm_cap", "vanilla", "--nfes", "4", "8",
         "--num_samples", "8", "--batch_size", "8", "--seq_length", "32", "--device", "cpu",
         "--eval_model", str(tiny_text["tiny_gpt2"]), "--eval_batch_size", "8",
@@ -139,7 +139,7 @@ def test_non_causal_eval_model_is_rejected_before_sampling(trained, tiny_text, t
     tokenizer.save_pretrained(bert_dir)
     out, _, _ = trained
     with pytest.raises(ValueError, match="--eval_model=BertLMHeadModel is not a causal language model"):
-        eval_text.main(["--model_name_or_path", str(out), "--trust_remote_code", "true", "--nfes", "4",
+        eval_text.main(["--model_name_or_path", str(out), "--nfes", "4",
                         "--num_samples", "2", "--device", "cpu", "--eval_model", str(bert_dir),
                         "--output_dir", str(tmp_path / "eval")])
     assert not list((tmp_path / "eval").glob("samples_*"))
@@ -173,8 +173,8 @@ def test_rule_overrides_change_and_add_rules():
 
 
 def test_prism_rule_on_a_plain_backbone_fails_before_sampling(tiny_text, tmp_path):
-    with pytest.raises(ValueError, match=r"rules \['prism'\] need a quality head.*plain TinyMDLM backbone"):
-        eval_text.main(["--model_name_or_path", str(tiny_text["tiny_mdlm"]), "--trust_remote_code", "true",
+    with pytest.raises(ValueError, match=r"rules \['prism'\] need a quality head.*plain MDLMForMaskedLM backbone"):
+        eval_text.main(["--model_name_or_path", str(tiny_text["tiny_mdlm"]),
                         "--tokenizer_name", str(tiny_text["tokenizer"]), "--rules", "prism", "vanilla", "--nfes", "4",
                         "--device", "cpu", "--eval_model", str(tiny_text["tiny_gpt2"]),
                         "--reference_files", str(tiny_text["validation"]), "--output_dir", str(tmp_path)])

@@ -98,7 +98,7 @@ def test_non_causal_eval_model_is_rejected(char_tok):
     with pytest.raises(ValueError, match="not a causal language model"):
         generative_perplexity(["a cat"], tiny_bert(vocab_size=len(char_tok)), char_tok)
     # MDLM's forward needs `timesteps`, like the upstream remote code: refused before any probing.
-    with pytest.raises(ValueError, match=r"eval_model=TinyMDLM cannot be called as model\(input_ids=...\)"):
+    with pytest.raises(ValueError, match=r"eval_model=MDLMForMaskedLM cannot be called as model\(input_ids=...\)"):
         check_causal_lm(tiny_mdlm())
 
 

@@ -13,6 +13,7 @@ from .families import (
 )
 from .heads import HEAD_REGISTRY, QualityHead, register_head
 from .modeling_prism import PrismForMaskedDiffusion, PrismModelOutput
+from .models.mdlm import MDLMConfig, MDLMForMaskedLM
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,6 @@ __all__ = [
     "QualityHead",
     "register_head",
     "HEAD_REGISTRY",
+    "MDLMConfig",
+    "MDLMForMaskedLM",
 ]

@@ -1,10 +1,11 @@
 """Tiny in-process stand-ins for the Hub backbones, used by the tests, the examples' smoke runs and the docs.
 
-The remote-code families (LLaDA, Dream, MDLM) cannot be downloaded offline, so this module defines small
+The remote-code families (LLaDA, Dream) cannot be downloaded offline, so this module defines small
 models of our own with the same *interface*: the same ``model_type``, the same module paths to the final
 norm, the same mask-id convention and forward signature. They are registered with the transformers Auto
 classes on import, so ``AutoModel.from_pretrained(folder)`` works for a saved tiny model just as it does
-for the real one with ``trust_remote_code=True``.
+for the real one with ``trust_remote_code=True``. MDLM has a native port (`prism_hf.models.mdlm`); [`tiny_mdlm`] builds
+a small model of that class.
 
 Builders: [`tiny_bert`], [`tiny_modernbert`], [`tiny_llada`], [`tiny_dream`], [`tiny_mdlm`].
 """
@@ -19,7 +20,6 @@ from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
-    AutoModelForMaskedLM,
     BertConfig,
     BertForMaskedLM,
     ModernBertConfig,
@@ -34,8 +34,6 @@ __all__ = [
     "TinyLLaDAModelLM",
     "TinyDreamConfig",
     "TinyDreamModel",
-    "TinyMDLMConfig",
-    "TinyMDLM",
     "tiny_bert",
     "tiny_modernbert",
     "tiny_llada",
@@ -206,75 +204,9 @@ class TinyDreamModel(_TinyPreTrained):
         return MaskedLMOutput(logits=self.lm_head(hidden))
 
 
-# ----- MDLM -------------------------------------------------------------------------------------------
-class TinyMDLMConfig(PretrainedConfig):
-    """Mimics MDLM's HF config (``model_type='mdlm'``, ``hidden_dim``, ``n_blocks``, mask = last vocab id)."""
-
-    model_type = "mdlm"
-
-    def __init__(self, vocab_size=65, hidden_dim=32, cond_dim=32, n_blocks=2, n_heads=4, model_length=128, dropout=0.0,
-                 time_conditioning=False, **kwargs):
-        self.vocab_size = vocab_size
-        self.hidden_dim = hidden_dim
-        self.cond_dim = cond_dim
-        self.n_blocks = n_blocks
-        self.n_heads = n_heads
-        self.model_length = model_length
-        self.dropout = dropout
-        self.time_conditioning = time_conditioning
-        super().__init__(**kwargs)
-
-
-class _FinalLayer(nn.Module):
-    def __init__(self, d, vocab_size):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(d)
-        self.linear = nn.Linear(d, vocab_size)
-
-    def forward(self, x):
-        return self.linear(self.norm_final(x))
-
-
-class _TinyDiT(nn.Module):
-    def __init__(self, config: TinyMDLMConfig):
-        super().__init__()
-        self.vocab_embed = nn.Embedding(config.vocab_size, config.hidden_dim)
-        self.pos_embed = nn.Embedding(config.model_length, config.hidden_dim)
-        self.blocks = nn.ModuleList([_Block(config.hidden_dim, config.n_heads) for _ in range(config.n_blocks)])
-        self.output_layer = _FinalLayer(config.hidden_dim, config.vocab_size)
-
-    def forward(self, input_ids):
-        x = self.vocab_embed(input_ids) + self.pos_embed(torch.arange(input_ids.shape[1], device=input_ids.device))
-        for block in self.blocks:
-            x = block(x)
-        return self.output_layer(x)
-
-
-class TinyMDLM(_TinyPreTrained):
-    """MDLM's interface, as strict as the public remote code: ``backbone.output_layer.norm_final``; a required
-    ``timesteps`` argument (ignored without time conditioning); no padding mask; a bare logits tensor unless
-    ``return_dict=True``; no ``get_input_embeddings``."""
-
-    config_class = TinyMDLMConfig
-    base_model_prefix = "mdlm"
-
-    def __init__(self, config: TinyMDLMConfig):
-        super().__init__(config)
-        self.backbone = _TinyDiT(config)
-        self.post_init()
-
-    def forward(self, input_ids, timesteps, output_hidden_states=False, return_dict=None):
-        timesteps = torch.zeros_like(timesteps)  # as upstream without time conditioning
-        logits = self.backbone(input_ids)
-        if not return_dict:
-            return logits
-        return MaskedLMOutput(logits=logits)
-
-
 for _config_cls, _model_cls, _autos in (
     (TinyLLaDAConfig, TinyLLaDAModelLM, (AutoModel,)),
     (TinyDreamConfig, TinyDreamModel, (AutoModel,)),
-    (TinyMDLMConfig, TinyMDLM, (AutoModel, AutoModelForMaskedLM)),
 ):
     AutoConfig.register(_config_cls.model_type, _config_cls, exist_ok=True)
     for _auto in _autos:
@@ -354,9 +286,23 @@ def tiny_char_tokenizer():
     return tokenizer
 
 
-def tiny_mdlm(vocab_size: int = 65, hidden_dim: int = 32, n_blocks: int = 2, seed: int = 0, **kwargs) -> TinyMDLM:
+def tiny_mdlm(vocab_size: int = 65, hidden_dim: int = 32, n_blocks: int = 2, seed: int = 0, model_length: int = 128,
+              **kwargs):
+    """A small model of the native MDLM port (`prism_hf.models.mdlm.MDLMForMaskedLM`, the class that loads
+    ``kuleshov-group/mdlm-owt``), as strict as upstream (``timesteps`` required, a bare tensor unless
+    ``return_dict``). Upstream initialises the adaLN and output layers to zero (a fresh model outputs zero logits);
+    they get small noise here so that a tiny untrained model has informative logits in tests."""
+    from prism_hf.models.mdlm import MDLMConfig, MDLMForMaskedLM  # absolute: this file is also copied as remote code
+
     torch.manual_seed(seed)
-    return TinyMDLM(TinyMDLMConfig(vocab_size=vocab_size, hidden_dim=hidden_dim, n_blocks=n_blocks, **kwargs)).eval()
+    config = MDLMConfig(vocab_size=vocab_size, hidden_dim=hidden_dim, cond_dim=hidden_dim, n_blocks=n_blocks, n_heads=4,
+                        model_length=model_length, dropout=0.0, **kwargs)
+    model = MDLMForMaskedLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                param.normal_(std=0.1)
+    return model.eval()
 
 
 TINY_BUILDERS = {
