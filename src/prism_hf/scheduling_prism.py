@@ -82,6 +82,7 @@ class _StepPlan:
     loop_count: Optional[int]  # PRISM-loop steps remask exactly this many (overrides the count schedule)
     hold: bool  # clean count held at n - num_remask (PRISM-loop), so the remasked tokens get refilled later
     sigma: float  # ReMDM rules: the step's sigma_t
+    clean_fraction: Tuple[int, int]  # count and vanilla rules: clean fraction after the step, (k + 1) / S exactly
 
 
 def _top_per_row(scores: torch.Tensor, counts: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -239,6 +240,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                     loop_count=cfg.num_remask if hold else None,
                     hold=hold,
                     sigma=sigma,
+                    clean_fraction=(min(k + 1, steps), steps),
                 )
             )
         self._plan = plan
@@ -356,6 +358,12 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         plan = self._plan[step_index]
         rule = self.remasking_rule
         is_last = step_index == len(self._plan) - 1
+        if rule.needs_quality and quality_logits is None:
+            raise ValueError(
+                f"remasking={rule.name!r} needs quality_logits, but the model output has none (a plain MDM without a "
+                "PRISM quality head). Use PrismForMaskedDiffusion, or a rule without a head: "
+                f"{sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
+            )
 
         is_mask = sample == mask_token_id
         generated = ~fixed_mask if fixed_mask is not None else torch.ones_like(is_mask)
@@ -394,15 +402,11 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         wants_remask = (rule.kind == "count" and (plan.remask_planned or plan.loop_count)) or (
             rule.kind == "probability" and plan.sigma > 0.0
         )
-        if rule.needs_quality and quality_logits is None:
-            raise ValueError(
-                f"remasking={rule.name!r} needs quality_logits, but the model output has none (a plain MDM without a "
-                "PRISM quality head). Use PrismForMaskedDiffusion, or a rule without a head: "
-                f"{sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
-            )
         clean_target = None
         if rule.kind != "probability":
-            clean_target = torch.ceil(num_generated.double() * plan.alpha_s - 1e-9).long()
+            # ceil(n * (k + 1) / S) in integer arithmetic (exact, and no float64, which some devices lack)
+            numerator, denominator = plan.clean_fraction
+            clean_target = torch.div(num_generated * numerator + denominator - 1, denominator, rounding_mode="floor")
             if plan.hold:
                 clean_target = torch.minimum(clean_target, (num_generated - self.config.num_remask).clamp(min=0))
             if is_last:
@@ -439,14 +443,14 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         elif rule.kind == "probability":
             # ReMDM: a masked token is unmasked with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t);
             # with per-token sigma (conf) sigma_t is the mean over the row's clean tokens.
-            mean_sigma = torch.zeros(num_clean.shape, dtype=torch.double, device=num_clean.device)
+            mean_sigma = torch.zeros(num_clean.shape, device=num_clean.device)
             if token_sigma is not None:
-                mean_sigma = (token_sigma.expand_as(clean) * clean).sum(-1).double() / num_clean.clamp(min=1)
+                mean_sigma = (token_sigma.expand_as(clean) * clean).sum(-1) / num_clean.clamp(min=1)
             if plan.alpha_t >= 1.0:
                 prob = torch.ones_like(mean_sigma)
             else:
                 prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
-            num_unmask = torch.binomial(num_masked.double(), prob, generator=generator).long()
+            num_unmask = torch.binomial(num_masked.float(), prob, generator=generator).long()
         else:
             num_unmask = (clean_target - num_clean + num_remasked).clamp(min=0)
             num_unmask = torch.minimum(num_unmask, num_masked)
