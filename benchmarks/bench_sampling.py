@@ -72,9 +72,9 @@ def timed_run(pipe, timers, call: dict):
     return time.perf_counter() - start, [timer.total for timer in timers], out
 
 
-def build_model(vocab: int, d_model: int, layers: int, seed: int = 0) -> PrismForMaskedDiffusion:
+def build_model(vocab: int, d_model: int, layers: int, seed: int = 0, head: str = "mlp") -> PrismForMaskedDiffusion:
     backbone = tiny_llada(vocab_size=vocab, d_model=d_model, n_layers=layers, seed=seed, max_sequence_length=512)
-    return PrismForMaskedDiffusion.from_backbone(backbone, head="mlp").eval()
+    return PrismForMaskedDiffusion.from_backbone(backbone, head=head).eval()
 
 
 def make_pipe(model, **scheduler_kwargs) -> PrismPipeline:
@@ -158,6 +158,7 @@ def main() -> Dict[str, float]:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--head", default="mlp", help="quality head type: mlp (LLaDA recipe), linear (Sudoku), transformer")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--gen-length", type=int, default=48)
@@ -174,7 +175,7 @@ def main() -> Dict[str, float]:
     torch.manual_seed(0)
 
     # ----- 1-3: overhead, PRISM / vanilla, NFE -----------------------------------------------------------------
-    model = build_model(args.vocab, args.d_model, args.layers)
+    model = build_model(args.vocab, args.d_model, args.layers, head=args.head)
     mask_id = model.mask_token_id
     prompt = torch.randint(0, mask_id, (args.batch, args.prompt_length))
     seq = torch.cat([prompt, torch.full((args.batch, args.gen_length), mask_id)], dim=1)
@@ -255,7 +256,8 @@ def main() -> Dict[str, float]:
         "naive_same_tokens": same_tokens,
         "naive_nfe": naive_nfe,
     }
-    print(f"model: tiny LLaDA-style, d_model {args.d_model}, {args.layers} layers, vocab {args.vocab}; batch {args.batch}, "
+    print(f"model: tiny LLaDA-style, d_model {args.d_model}, {args.layers} layers, vocab {args.vocab}, {args.head} head; "
+          f"batch {args.batch}, "
           f"prompt {args.prompt_length} + gen {args.gen_length}, {args.steps} steps, num_remask {args.num_remask}, "
           f"torch threads {torch.get_num_threads()}, best/median of {args.repeats} interleaved runs")
     print(f"  one backbone forward {t_backbone * 1e3:.1f} ms, one PRISM forward (backbone + head) {t_prism_forward * 1e3:.1f} ms; "

@@ -480,3 +480,19 @@ def test_compact_and_full_paths_agree(unmasking, vocab):
         results.append((x, conf))
     assert torch.equal(results[0][0], results[1][0])
     assert torch.allclose(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("compact", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_step_leaves_the_callers_tensors_alone(compact, dtype):
+    s = PrismScheduler(remasking="prism", num_remask=2)
+    s.compact_masked_positions = compact
+    s.set_timesteps(4)
+    x = _puzzle()
+    logits = torch.randn(x.shape + (VOCAB,)).to(dtype)
+    logits[..., MASK] = 3.0
+    quality = torch.randn(x.shape)
+    copies = (x.clone(), logits.clone(), quality.clone())
+    out = s.step(logits, 1, x, mask_token_id=MASK, quality_logits=quality, fixed_mask=x != MASK)
+    assert torch.equal(x, copies[0]) and torch.equal(logits, copies[1]) and torch.equal(quality, copies[2])
+    assert (out.sampled_tokens[x == MASK] != MASK).all()

@@ -262,8 +262,19 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             logits = logits.masked_fill(drop, float("-inf"))
         return logits
 
+    @staticmethod
+    def _drop_token(logits: torch.Tensor, token_id: int, inplace: bool) -> torch.Tensor:
+        index = torch.tensor([token_id], device=logits.device)
+        if inplace:
+            return logits.index_fill_(-1, index, float("-inf"))
+        return logits.index_fill(-1, index, float("-inf"))
+
     def sample_tokens(
-        self, logits: torch.Tensor, generator: Optional[torch.Generator] = None, mask_token_id: Optional[int] = None
+        self,
+        logits: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        mask_token_id: Optional[int] = None,
+        inplace: bool = False,
     ) -> Tuple[torch.LongTensor, torch.Tensor, Optional[torch.Tensor]]:
         """Draw one token per position (never the mask token itself).
 
@@ -271,19 +282,21 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
             generator (`torch.Generator`, *optional*).
             mask_token_id (`int`, *optional*): Excluded from the draw when it is inside the vocabulary.
+            inplace (`bool`): ``logits`` is a scratch copy that may be overwritten (saves a copy of `(B, L, V)`).
 
         Returns:
             `(sampled_tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the
             (tempered, filtered) posterior, and the full posterior `(B, L, V)` when the unmasking rule reads it
             (else `None`).
         """
+        inplace = inplace or logits.dtype != torch.float32  # .float() of another dtype is a fresh copy too
         logits = logits.float()
         vocab_size = logits.shape[-1]
         has_mask_column = mask_token_id is not None and 0 <= mask_token_id < vocab_size
         temperature = self.config.temperature
         if temperature > 0:
             if has_mask_column:  # before top-k / top-p, so the filters never keep only the mask token
-                logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+                logits = self._drop_token(logits, mask_token_id, inplace)
             logits = self._filter_logits(logits / temperature if temperature != 1.0 else logits)
             if vocab_size <= _SHORT_VOCAB:
                 unnormalised = (logits - logits.amax(-1, keepdim=True)).exp_()
@@ -300,7 +313,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             # Short rows (Sudoku: 11 tokens): PyTorch's CPU softmax / topk kernels cost far more per row than the
             # math, so use max + exp + sum; the drawn (argmax) token has exp(0) = 1, so its probability is 1 / sum.
             if has_mask_column:
-                logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+                logits = self._drop_token(logits, mask_token_id, inplace)
             best, sampled = logits.max(-1)
             unnormalised = (logits - best.unsqueeze(-1)).exp_()
             total = unnormalised.sum(-1)
@@ -309,7 +322,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             return sampled, token_prob, full
         # Long rows: softmax is one fused kernel (logsumexp-based forms cost several passes over (B, L, V)).
         if has_mask_column:
-            logits = logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+            logits = self._drop_token(logits, mask_token_id, inplace)
         probs = logits.softmax(-1)
         token_prob, sampled = probs.max(-1)
         return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
@@ -383,7 +396,9 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         if compact is None:
             compact = logits.device.type == "cpu"
         if compact:
-            flat_sampled, flat_prob, flat_probs = self.sample_tokens(logits[masked].unsqueeze(0), generator, mask_token_id)
+            flat_sampled, flat_prob, flat_probs = self.sample_tokens(
+                logits[masked].unsqueeze(0), generator, mask_token_id, inplace=True
+            )
             flat_scores = self.unmasking_rule.score(flat_probs, flat_sampled, flat_prob, generator).float()
             sampled = sample.masked_scatter(masked, flat_sampled.squeeze(0))
             token_prob = torch.zeros(sample.shape, device=sample.device).masked_scatter(masked, flat_prob.squeeze(0).float())
