@@ -12,7 +12,7 @@ the same as for that prompt alone, so a padded batch gives, row by row, what eac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
