@@ -194,7 +194,8 @@ class MDMTrainer(Trainer):
         seq_len = inputs["input_ids"].shape[1]
         if self.max_length is not None and seq_len > self.max_length:
             raise ValueError(
-                f"The batch has sequences of length {seq_len}, longer than the model's maximum {self.max_length}. "
+                f"The batch has sequences of length {seq_len}, longer than the maximum {self.max_length} (max_length, or the "
+                "model config's maximum sequence length). "
                 "Truncate or filter the dataset (or set truncation=True in the training arguments)."
             )
 
@@ -256,11 +257,19 @@ class MDMTrainer(Trainer):
     # ----- metrics -------------------------------------------------------------------------------------
     def _record(self, model: nn.Module, **scalars: torch.Tensor) -> None:
         """Store per-step scalars gathered across ranks (kept as tensors: no host sync inside the step)."""
-        mode = "train" if model.training else "eval"
+        mode = self._metrics_mode(model)
+        if mode is None:
+            return
         stacked = torch.stack([value.detach().float().reshape(()) for value in scalars.values()])
         gathered = self.accelerator.gather(stacked[None]).mean(0)  # one collective for all scalars
         for index, name in enumerate(scalars):
             self._metrics[mode][name].append(gathered[index])
+
+    def _metrics_mode(self, model: nn.Module) -> Optional[str]:
+        """``"train"`` / ``"eval"``, or ``None`` when nothing would ever log (and clear) the stored values."""
+        if model.training:
+            return None if self.args.logging_strategy == "no" else "train"
+        return "eval"
 
     def _summarise_metrics(self, mode: str) -> Dict[str, float]:
         summary = {}
@@ -367,7 +376,9 @@ class PrismTrainer(MDMTrainer):
         return (out.loss, out) if return_outputs else out.loss
 
     def _record_pairs(self, model, quality_logits, targets, valid) -> None:
-        mode = "train" if model.training else "eval"
+        mode = self._metrics_mode(model)
+        if mode is None:
+            return
         pairs = torch.stack([quality_logits.flatten(), targets.flatten(), valid.flatten().float()], dim=-1)
         # Plain gather (not gather_for_metrics): rows here are positions, not samples, so the end-of-dataloader
         # de-duplication of gather_for_metrics would cut the wrong rows. Padding rows have valid = 0.
@@ -405,7 +416,11 @@ class PrismTrainer(MDMTrainer):
                         "weight_decay": args.weight_decay if with_decay else 0.0,
                         "lr": args.learning_rate if lr is None else lr,
                     })
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model", "optimizer_dict")}
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
