@@ -490,3 +490,19 @@ def test_full_weights_of_a_remote_code_backbone_reload_in_a_fresh_process(tmp_pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_public_exports_resolve_lazily():
+    import subprocess
+    import sys
+
+    import prism_hf
+
+    for name in prism_hf.__all__:
+        assert getattr(prism_hf, name) is not None, name
+    assert prism_hf.PrismPipeline.__module__ == "prism_hf.pipeline_prism"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        prism_hf.Nope
+    script = "import sys, prism_hf; assert 'diffusers' not in sys.modules and 'prism_hf.trainer' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

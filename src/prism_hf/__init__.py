@@ -17,6 +17,39 @@ from .models.mdlm import MDLMConfig, MDLMForMaskedLM
 
 __version__ = "0.1.0"
 
+# Heavier pieces (diffusers for sampling, the transformers Trainer for training) load on first use, so that
+# `import prism_hf` (and loading a checkpoint with AutoModel) stays as light as the model itself.
+_LAZY_EXPORTS = {
+    "PrismScheduler": "scheduling_prism",
+    "PrismSchedulerOutput": "scheduling_prism",
+    "PrismPipeline": "pipeline_prism",
+    "PrismPipelineOutput": "pipeline_prism",
+    "register_unmasking_rule": "unmasking",
+    "register_remasking_rule": "remasking",
+    "register_remask_schedule": "remasking",
+    "MDMTrainer": "trainer",
+    "PrismTrainer": "trainer",
+    "MaskedDiffusionTrainingArguments": "training_args",
+    "PrismTrainingArguments": "training_args",
+    "MaskedDiffusionCollator": "data",
+}
+
+
+def __getattr__(name):
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prism_hf' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+
+
 AutoConfig.register(PrismConfig.model_type, PrismConfig, exist_ok=True)
 AutoModel.register(PrismConfig, PrismForMaskedDiffusion, exist_ok=True)
 
@@ -37,4 +70,5 @@ __all__ = [
     "HEAD_REGISTRY",
     "MDLMConfig",
     "MDLMForMaskedLM",
+    *_LAZY_EXPORTS,
 ]

@@ -492,7 +492,9 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             kwargs.pop(unused, None)
         # diffusers' pipeline loader (DiffusionPipeline.from_pretrained) passes placement arguments, None when unused.
         device_map = kwargs.pop("device_map", None)
-        if isinstance(device_map, (str, torch.device)) and device is None:
+        if device_map == "auto" and device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif isinstance(device_map, (str, torch.device)) and device is None:
             device = device_map
         elif device_map is not None and not isinstance(device_map, (str, torch.device)):
             raise ValueError(f"device_map={device_map!r} is not supported; pass a single device (device='cuda:0').")
