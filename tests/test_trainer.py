@@ -244,6 +244,16 @@ def test_batch_with_nothing_maskable_is_skipped_without_nan(tmp_path, caplog):
     assert losses and all(loss == 0.0 for loss in losses)
 
 
+def test_streaming_dataset_trains_and_empty_batches_stay_finite(tmp_path):
+    ds = datasets.Dataset.from_dict({"input_ids": [[5] * SEQ] * 8, "prompt_length": [SEQ] * 4 + [2] * 4}).to_iterable_dataset()
+    model = _prism()
+    trainer = PrismTrainer(model, _args(tmp_path, max_steps=2, logging_steps=1), train_dataset=ds)
+    assert trainer.data_collator.return_has_maskable is False  # accelerate can only concatenate tensors
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses[0] == 0.0 and losses[1] > 0.0  # an all-prompt batch has an exactly zero loss, then real training
+
+
 def test_prism_trainer_rejects_a_plain_backbone(tmp_path):
     with pytest.raises(TypeError, match="PrismForMaskedDiffusion.from_backbone"):
         PrismTrainer(tiny_llada(), _args(tmp_path), train_dataset=_dataset())

@@ -74,3 +74,8 @@ def test_nothing_maskable_batch_is_flagged_with_a_warning(caplog):
     assert batch["has_maskable"] is False
     assert not batch["maskable"].any()
     assert "no position of this batch" in caplog.text
+
+
+def test_has_maskable_flag_can_be_left_out():
+    batch = MaskedDiffusionCollator(pad_token_id=PAD, return_has_maskable=False)([{"input_ids": [1, 2]}])
+    assert set(batch) == {"input_ids", "attention_mask", "maskable"}

@@ -47,7 +47,7 @@ class MaskedDiffusionCollator:
     Returns a dict with ``input_ids`` (`torch.LongTensor`, `(B, L)`, right-padded with ``pad_token_id``),
     ``attention_mask`` (`torch.LongTensor`, `(B, L)`, 1 for real tokens), ``maskable`` (`torch.BoolTensor`,
     `(B, L)`) and ``has_maskable`` (`bool`: ``False`` when no position of the batch may be masked; the trainers
-    skip such a batch with a warning instead of computing a meaningless loss).
+    skip such a batch with a warning instead of computing a meaningless loss; see ``return_has_maskable``).
 
     Args:
         pad_token_id (`int`): Id used for padding.
@@ -57,6 +57,9 @@ class MaskedDiffusionCollator:
         pad_to_multiple_of (`int`, *optional*): Round the padded length up to a multiple of this.
         mask_padding (`bool`): LLaDA's SFT convention: padding tokens (``pad_token_id`` should then be the EOS
             token) are attended to and may be masked, so the model learns where the answer ends.
+        return_has_maskable (`bool`): Include the ``has_maskable`` flag. The trainers turn it off for iterable
+            (streaming) datasets, whose batches `accelerate` concatenates across processes, which only works
+            for tensors; such a batch with nothing to mask then trains with an exactly zero loss.
     """
 
     pad_token_id: int
@@ -64,6 +67,7 @@ class MaskedDiffusionCollator:
     truncation: bool = False
     pad_to_multiple_of: Optional[int] = None
     mask_padding: bool = False
+    return_has_maskable: bool = True
 
     def __post_init__(self):
         if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
@@ -134,13 +138,16 @@ class MaskedDiffusionCollator:
             padding = attention_mask == 0
             maskable |= padding
             attention_mask = torch.ones_like(attention_mask)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "maskable": maskable}
         has_maskable = bool(maskable.any())
         if not has_maskable:
             logger.warning(
                 "MaskedDiffusionCollator: no position of this batch of %d examples may be masked (all prompt or "
                 "padding); the trainer skips it.", batch_size,
             )
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "maskable": maskable, "has_maskable": has_maskable}
+        if self.return_has_maskable:
+            batch["has_maskable"] = has_maskable
+        return batch
 
     @staticmethod
     def _check_length(field: str, values: List[Any], ids: List[int], index: int) -> None:

@@ -114,6 +114,7 @@ class MDMTrainer(Trainer):
                 max_length=self.max_length,
                 truncation=bool(getattr(args, "truncation", False)),
                 mask_padding=bool(getattr(args, "mask_padding", False)),
+                return_has_maskable=not isinstance(train_dataset, torch.utils.data.IterableDataset),
             )
         super().__init__(
             model=model,

@@ -1,6 +1,7 @@
 """Launched by tests/test_trainer_multiprocess.py under `accelerate launch --num_processes 2`.
 
-Usage: ``train_two_processes.py OUT_DIR [MODE ...]`` with modes among ``full``, ``lora``, ``frozen``. Trains a tiny PRISM model for a few steps and writes, per rank and mode, a JSON file with what that rank saw and a hash
+Usage: ``train_two_processes.py OUT_DIR [MODE ...]`` with modes among ``full``, ``lora``,
+``frozen`` and ``streaming`` (full training from an iterable dataset). Trains a tiny PRISM model for a few steps and writes, per rank and mode, a JSON file with what that rank saw and a hash
 of its final weights, so that the test can check that both ranks trained, on different data, and ended equal.
 """
 
@@ -61,6 +62,8 @@ def main(out_dir, mode="full"):
         report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, num_update_tokens=3, num_proposals=2,
         backbone_training="frozen" if mode == "frozen" else None,
     )
+    if mode == "streaming":  # full training from an iterable dataset: accelerate dispatches its batches
+        dataset = dataset.to_iterable_dataset()
     trainer = RecordingTrainer(model, args, train_dataset=dataset, peft_config=peft_config)
     trainer.train()
     logged = next(e for e in trainer.state.log_history if "quality_num_positions" in e)
