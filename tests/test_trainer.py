@@ -319,3 +319,26 @@ def test_resume_rejects_a_checkpoint_of_another_mode(tmp_path, saved_backbone):
     _run(tmp_path, "frozen", "frozen", saved_backbone, stop_at=3)
     with pytest.raises(ValueError, match="backbone_training='frozen' but the model is set up for 'full'"):
         _run(tmp_path, "frozen", "full", saved_backbone, resume=str(tmp_path / "frozen" / "checkpoint-3"))
+
+
+def test_frozen_backbone_runs_without_dropout(tmp_path):
+    from prism_hf import PrismForMaskedDiffusion, PrismTrainer, PrismTrainingArguments
+    from prism_hf.testing import tiny_bert
+    from datasets import Dataset
+
+    backbone = tiny_bert()
+    backbone.config.hidden_dropout_prob = 0.5
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=63, head="linear", backbone_training="frozen")
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8, 9, 10]] * 8})
+    args = PrismTrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
+                                  num_update_tokens=2, use_cpu=True, save_strategy="no")
+    trainer = PrismTrainer(model=model, args=args, train_dataset=data)
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    trainer.train()
+    handle.remove()
+    assert seen and not any(seen), "the frozen backbone must run in eval mode"
+    assert model.quality_head.training

@@ -352,6 +352,10 @@ class PrismTrainer(MDMTrainer):
         inputs.pop("has_maskable", None)
         self._check_batch(inputs)
         args = self.args
+        if not self.train_backbone and model.training:
+            # A frozen backbone is a fixed function: no dropout noise in the proposals or the hidden states the
+            # head reads (Trainer puts the whole model back in train mode every step).
+            self.accelerator.unwrap_model(model).backbone.eval()
 
         def model_fn(ids, attention_mask=None):
             return model(input_ids=ids, attention_mask=attention_mask)
