@@ -1,10 +1,12 @@
 """Cost of a PRISM training step relative to a plain masked diffusion (MDM) step, measured side by side.
 
-Three variants on the same model, batch and sequence length, each a full optimizer step
+Four variants on the same model, batch and sequence length, each a full optimizer step
 (forward(s), backward, AdamW update):
 
 - ``mdm``: the plain MDM step (one forward on the masked input, cross-entropy weighted 1/t);
 - ``prism-full``: PRISM with a trained backbone (forward on z with gradients, forward on y, both losses);
+- ``prism-full-logits``: as ``prism-full`` but the forward on y also computes the vocabulary logits it does not use
+  (``skip_unused_logits=False``);
 - ``prism-frozen``: PRISM with a frozen backbone (forward on z without gradients; only the head learns).
 
 Timing: the variants run interleaved, round-robin, after warm-up steps; the median wall-clock time and the
@@ -28,7 +30,9 @@ import time
 
 import torch
 
-VARIANTS = ("mdm", "prism-full", "prism-frozen")
+# prism-full and prism-frozen run as PrismTrainer does by default (the forward on y skips the vocabulary
+# projection); prism-full-logits computes the full logits in both forwards, for comparison.
+VARIANTS = ("mdm", "prism-full", "prism-full-logits", "prism-frozen")
 
 
 def build_backbone(args):
@@ -67,7 +71,8 @@ def make_step(variant, args):
         else:
             loss = prism_step(model, input_ids, maskable, mask_id, num_update_tokens=args.num_update_tokens,
                               num_proposals=args.num_proposals, mdm_loss_weight=0.5,
-                              train_backbone=variant == "prism-full", generator=generator).loss
+                              train_backbone=variant != "prism-frozen", generator=generator,
+                              skip_unused_logits=variant != "prism-full-logits").loss
         loss.backward()
         optimizer.step()
 
@@ -182,12 +187,12 @@ def main(argv=None):
     print(f"device={args.device} params={n_params / 1e6:.2f}M batch={args.batch_size} seq_len={args.seq_len} "
           f"k={args.num_update_tokens} n_y={args.num_proposals} threads={torch.get_num_threads()} "
           f"(median of {args.steps} interleaved steps)")
-    header = f"{'variant':<14}{'wall (ms)':>11}{'vs mdm':>8}{'cpu (ms)':>11}{'vs mdm':>8}"
+    header = f"{'variant':<18}{'wall (ms)':>11}{'vs mdm':>8}{'cpu (ms)':>11}{'vs mdm':>8}"
     if memory is not None:
         header += f"{'peak mem (MiB)':>16}{'vs mdm':>8}"
     print(header)
     for v in VARIANTS:
-        line = (f"{v:<14}{times[v] * 1e3:>11.1f}{times[v] / times['mdm']:>7.2f}x"
+        line = (f"{v:<18}{times[v] * 1e3:>11.1f}{times[v] / times['mdm']:>7.2f}x"
                 f"{cpu_times[v] * 1e3:>11.1f}{cpu_times[v] / cpu_times['mdm']:>7.2f}x")
         if memory is not None:
             line += f"{memory[v] / 2**20:>16.1f}{memory[v] / memory['mdm']:>7.2f}x"

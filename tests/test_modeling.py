@@ -506,3 +506,28 @@ def test_public_exports_resolve_lazily():
     script = "import sys, prism_hf; assert 'diffusers' not in sys.modules and 'prism_hf.trainer' not in sys.modules; print('ok')"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_BUILDERS))
+def test_quality_only_forward_stops_before_the_vocabulary_projection(name):
+    model = _wrap(name)
+    ids = _inputs()
+    full = model(ids)
+    head_calls = []
+    output_layer = {
+        "llada": lambda b: b.model.transformer.ff_out,
+        "dream": lambda b: b.lm_head,
+        "mdlm": lambda b: b.backbone.output_layer.linear,
+    }.get(name, lambda b: b.get_output_embeddings())(model.backbone)
+    handle = output_layer.register_forward_hook(lambda m, a, o: head_calls.append(1))
+    quality_only = model(ids, output_logits=False)
+    handle.remove()
+    assert quality_only.logits is None and not head_calls, "the vocabulary projection must not run"
+    torch.testing.assert_close(quality_only.quality_logits, full.quality_logits, rtol=0, atol=0)
+    # Gradients reach the backbone through the hidden state.
+    model.train()
+    model(ids, output_logits=False).quality_logits.sum().backward()
+    grads = [p.grad for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    # The model is left in a clean state: the next full forward gives logits again.
+    assert model(ids).logits is not None

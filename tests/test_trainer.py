@@ -342,3 +342,22 @@ def test_frozen_backbone_runs_without_dropout(tmp_path):
     handle.remove()
     assert seen and not any(seen), "the frozen backbone must run in eval mode"
     assert model.quality_head.training
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_forward_on_y_skips_the_vocabulary_projection(tmp_path, skip):
+    from datasets import Dataset
+
+    from prism_hf import PrismTrainer, PrismTrainingArguments
+
+    model = PrismForMaskedDiffusion.from_backbone(tiny_llada(), head="linear")
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8, 9, 10]] * 4})
+    args = PrismTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[],
+                                  num_update_tokens=2, use_cpu=True, save_strategy="no", skip_unused_logits=skip)
+    trainer = PrismTrainer(model=model, args=args, train_dataset=data)
+    assert trainer.args.ddp_find_unused_parameters is False
+    calls = []
+    handle = model.backbone.model.transformer.ff_out.register_forward_hook(lambda m, a, o: calls.append(1))
+    trainer.train()
+    handle.remove()
+    assert len(calls) == (2 if skip else 4), "one vocabulary projection per step (the forward on z) when skipping"

@@ -363,6 +363,7 @@ def prism_step(
     antithetic: bool = False,
     train_backbone: bool = True,
     generator: Optional[torch.Generator] = None,
+    skip_unused_logits: bool = False,
 ) -> PrismLossOutput:
     """One PRISM loss evaluation: two forwards (on ``z``, then on ``y``), the self-correction BCE and the MDM term.
 
@@ -385,6 +386,9 @@ def prism_step(
         train_backbone (`bool`): ``False`` runs the forward on ``z`` under `torch.no_grad` (frozen backbone):
             the MDM loss is then only reported.
         generator (`torch.Generator`, *optional*): Source of randomness.
+        skip_unused_logits (`bool`): Call ``model_fn(..., output_logits=False)`` for the forward on ``y``, whose
+            logits are not used (a [`PrismForMaskedDiffusion`] then stops at the last hidden state and skips the
+            vocabulary projection).
 
     Returns:
         [`PrismLossOutput`]
@@ -420,7 +424,8 @@ def prism_step(
 
     # Step 4-5: forward on y; BCE on the filled positions.
     rep_attention = None if attention_mask is None else attention_mask.repeat(num_proposals, 1)
-    second = model_fn(update_ids, attention_mask=rep_attention)
+    second_kwargs = {"output_logits": False} if skip_unused_logits else {}
+    second = model_fn(update_ids, attention_mask=rep_attention, **second_kwargs)
     rep_targets = input_ids.repeat(num_proposals, 1)
     sc_loss, targets = self_correction_loss(second.quality_logits, update_ids, rep_targets, update_mask)
 

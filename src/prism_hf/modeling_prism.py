@@ -25,6 +25,11 @@ __all__ = ["PrismModelOutput", "PrismPreTrainedModel", "PrismForMaskedDiffusion"
 CHECKPOINT_WEIGHTS_NAME = "model.safetensors"
 ADAPTER_DIRNAME = "adapter"
 _CAPTURE_ATTR = "_prism_captured_hidden_state"
+_STOP_ATTR = "_prism_stop_after_forward"
+
+
+class _HiddenStateReached(Exception):
+    """Raised by the capture hook to end a backbone forward at its last hidden state (``output_logits=False``)."""
 
 
 @dataclass
@@ -33,7 +38,8 @@ class PrismModelOutput(ModelOutput):
 
     Args:
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-            The unmasking posterior's logits; position ``i`` describes token ``i`` for every family.
+            The unmasking posterior's logits; position ``i`` describes token ``i`` for every family. ``None`` when
+            the forward was called with ``output_logits=False``.
         quality_logits (`torch.FloatTensor` of shape `(batch_size, sequence_length)`):
             Quality head logits (float32); ``sigmoid(quality_logits)`` estimates
             ``Pr[x_i = y_i | y with position i masked]``.
@@ -59,6 +65,8 @@ def _capture_hook(module: nn.Module, args: Any, output: Any) -> None:
     elif isinstance(output, (tuple, list)):
         hidden = output[0]
     setattr(module, _CAPTURE_ATTR, hidden)
+    if getattr(module, _STOP_ATTR, False):
+        raise _HiddenStateReached()
 
 
 def _is_peft_model(module: nn.Module) -> bool:
@@ -223,6 +231,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: Optional[torch.Tensor] = None,
         output_last_hidden_state: bool = False,
+        output_logits: bool = True,
         return_dict: Optional[bool] = None,
         **backbone_kwargs,
     ) -> Union[PrismModelOutput, tuple]:
@@ -234,6 +243,9 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real
                 tokens, 0 for padding. Converted to the backbone family's convention.
             output_last_hidden_state (`bool`): Also return the hidden state read by the head.
+            output_logits (`bool`, defaults to `True`): ``False`` stops the backbone at its last hidden state and
+                returns ``logits=None``: only the quality is computed, without the vocabulary projection (the
+                second forward of a PRISM training step needs nothing else).
             return_dict (`bool`, *optional*): Return a [`PrismModelOutput`] (default) or a tuple.
             backbone_kwargs: Passed on to the backbone's forward.
         """
@@ -246,21 +258,30 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         inputs = self.family.backbone_inputs(input_ids, attention_mask)
         inputs.update(backbone_kwargs)
         capture_module = self._hidden_state_module()
+        outputs = None
         try:
-            outputs = self.backbone(**inputs)
+            if not output_logits:
+                setattr(capture_module, _STOP_ATTR, True)
+            try:
+                outputs = self.backbone(**inputs)
+            except _HiddenStateReached:
+                pass
             hidden = getattr(capture_module, _CAPTURE_ATTR, None)
         finally:
-            if hasattr(capture_module, _CAPTURE_ATTR):
-                delattr(capture_module, _CAPTURE_ATTR)
+            for attr in (_CAPTURE_ATTR, _STOP_ATTR):
+                if hasattr(capture_module, attr):
+                    delattr(capture_module, attr)
         if hidden is None:
             raise RuntimeError(
                 f"The {self.family.name!r} family's hidden-state module did not run during the backbone forward; "
                 "check `hidden_state_module` in its registry entry."
             )
-        logits = getattr(outputs, self.family.logits_attr, None)
-        if logits is None:
-            logits = outputs[0]
-        logits = self.family.align(logits)
+        logits = None
+        if output_logits:
+            logits = getattr(outputs, self.family.logits_attr, None)
+            if logits is None:
+                logits = outputs[0]
+            logits = self.family.align(logits)
         hidden = self.family.align(hidden)
         head_dtype = next(self.quality_head.parameters()).dtype
         quality_logits = self.quality_head(hidden.to(head_dtype), attention_mask).float()

@@ -325,6 +325,14 @@ class PrismTrainer(MDMTrainer):
             args = PrismTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, PrismTrainingArguments):
             raise TypeError(f"PrismTrainer needs PrismTrainingArguments; got {type(args).__name__}.")
+        if args.ddp_find_unused_parameters is None:
+            # Every trainable parameter is reached in every step (the backbone by the forward on z, the head by the
+            # forward on y), so DDP need not search for unused ones. Searching would also break the quality-only
+            # forward on y: it would mark the vocabulary projection "unused" and then see its gradient arrive.
+            args.ddp_find_unused_parameters = False
+        elif args.ddp_find_unused_parameters and args.skip_unused_logits:
+            logger.warning("ddp_find_unused_parameters=True: skip_unused_logits is turned off (DDP would reject it).")
+            args.skip_unused_logits = False
         if model is not None:
             _apply_backbone_training(model, args.backbone_training, peft_config)
             if model.config.backbone_training == "frozen" and args.mdm_loss_weight > 0:
@@ -357,8 +365,8 @@ class PrismTrainer(MDMTrainer):
             # head reads (Trainer puts the whole model back in train mode every step).
             self.accelerator.unwrap_model(model).backbone.eval()
 
-        def model_fn(ids, attention_mask=None):
-            return model(input_ids=ids, attention_mask=attention_mask)
+        def model_fn(ids, attention_mask=None, **kwargs):
+            return model(input_ids=ids, attention_mask=attention_mask, **kwargs)
 
         out = prism_step(
             model_fn,
@@ -375,6 +383,7 @@ class PrismTrainer(MDMTrainer):
             antithetic=args.antithetic,
             train_backbone=self.train_backbone,
             generator=self._step_generator(model, inputs["input_ids"].device),
+            skip_unused_logits=args.skip_unused_logits,
         )
         self._record(model, mdm_loss=out.mdm_loss, self_correction_loss=out.self_correction_loss)
         self._record_pairs(model, out.quality_logits, out.quality_targets, out.quality_valid)

@@ -95,6 +95,10 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
         (``model.config.backbone_training``). ``"lora"`` needs a ``peft_config`` passed to the trainer (or a
         model on which `enable_lora` was already called). With ``"frozen"`` the forward on ``z`` runs without
         gradients and only the head learns.
+    skip_unused_logits (`bool`, *optional*, defaults to `True`):
+        The forward on ``y`` only needs the quality head: stop the backbone at its last hidden state and skip the
+        vocabulary projection (saves its time and the ``(B, L, V)`` logits' memory). Turn it off if a distributed
+        wrapper objects to a forward that does not reach every module.
     head_learning_rate (`float` or `None`, *optional*, defaults to `None`):
         Learning rate of the quality head; ``None`` uses ``learning_rate``.
     backbone_learning_rate (`float` or `None`, *optional*, defaults to `None`):
@@ -112,6 +116,9 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
     backbone_training: Optional[str] = field(
         default=None,
         metadata={"help": "full, lora or frozen; None keeps the model's mode.", "choices": [None, *BACKBONE_TRAINING_MODES]},
+    )
+    skip_unused_logits: bool = field(
+        default=True, metadata={"help": "Skip the vocabulary projection in the forward on y (only quality is used)."}
     )
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Quality head lr; None = learning_rate."})
     backbone_learning_rate: Optional[float] = field(
