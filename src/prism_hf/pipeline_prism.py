@@ -148,10 +148,12 @@ class PrismPipeline(DiffusionPipeline):
                     return value
         return None
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]):
-        """One model forward; returns ``(logits, quality_logits or None)`` with position ``i`` describing token ``i``."""
+    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], quality_only: bool = False):
+        """One model forward; returns ``(logits, quality_logits or None)`` with position ``i`` describing token ``i``.
+        ``quality_only`` (PRISM models only) skips the vocabulary projection and returns ``logits=None``."""
         if self.has_quality_head:
-            output = self.model(input_ids, attention_mask=attention_mask)
+            extra = {"output_logits": False} if quality_only else {}
+            output = self.model(input_ids, attention_mask=attention_mask, **extra)
             return output.logits, output.quality_logits
         family = self._plain_family()
         if family is None:
@@ -473,7 +475,7 @@ class PrismPipeline(DiffusionPipeline):
             x = self._fill_after_eos(x, generated, gen_pos, mask_id, eos_token_id, finished)
         quality = None
         if return_quality and self.has_quality_head:
-            _, final_quality_logits = self._forward(x, model_attention)
+            _, final_quality_logits = self._forward(x, model_attention, quality_only=True)
             nfe += 1
             quality = torch.sigmoid(final_quality_logits.float())
 
