@@ -57,6 +57,9 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
     group.add_argument("--num-remask", type=int, default=None, help="Tokens remasked per step.")
     group.add_argument("--eval-batch-size", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch CPU threads (default 1: with a model this small, more threads mostly wait on each other, "
+                        "and on a shared 2-core machine 2 threads ran 4-6x slower than 1). 0 keeps torch's default.")
 
 
 _RECIPE_FIELDS = (
@@ -87,6 +90,10 @@ def _handle_errors(fn):
     def wrapper(args):
         from .grids import SudokuInputError
 
+        if getattr(args, "num_threads", None):  # 0 / None: torch's default
+            import torch
+
+            torch.set_num_threads(args.num_threads)
         try:
             return fn(args)
         except SudokuInputError as err:

@@ -104,7 +104,7 @@ def run_demo(output_dir: str, recipe: SudokuRecipe, methods: Optional[Sequence[s
             json.dump(timing, f, indent=2)
         return out
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    timing["num_threads"] = torch.get_num_threads()
     backbone_dir = os.path.join(output_dir, "backbone")
     prism_dir = os.path.join(output_dir, "prism")
     print_fn(f"[1/3] MDM pretraining of a {recipe.spec.name} backbone -> {backbone_dir}")
@@ -124,7 +124,7 @@ def run_demo(output_dir: str, recipe: SudokuRecipe, methods: Optional[Sequence[s
                         cache_dir=os.path.join(output_dir, "eval_cache"), show_progress=show_progress)
 
     result = timed("evaluate_s", evaluate_stage)
-    timing["total_s"] = round(sum(v for k, v in timing.items() if k != "total_s"), 1)
+    timing["total_s"] = round(sum(v for k, v in timing.items() if k.endswith("_s") and k != "total_s"), 1)
     result["timing"] = timing
     result["recipe"] = recipe.to_dict()
     result["checkpoint"] = prism_dir

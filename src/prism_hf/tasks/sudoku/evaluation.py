@@ -72,7 +72,7 @@ def method_scheduler(method: str, recipe: SudokuRecipe) -> PrismScheduler:
     """The `PrismScheduler` of one evaluation method (greedy tokens; remasking methods share PRISM's counts)."""
     count_kwargs = dict(
         unmasking=recipe.unmasking, num_remask=recipe.num_remask, remask_schedule="fixed",
-        step_on=recipe.step_on, step_off=recipe.step_off,
+        step_on=recipe.step_on, step_off=recipe.step_off, prism_loop_steps=recipe.prism_loop_steps,
     )
     table = {
         "vanilla-confidence": dict(unmasking="confidence", remasking="none"),
@@ -145,14 +145,23 @@ def _fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
 @torch.no_grad()
 def _run_method(model, tokens: torch.Tensor, method: str, nfe: int, recipe: SudokuRecipe, seed: int,
                 batch_size: int, progress) -> torch.Tensor:
-    pipe = PrismPipeline(model=model, scheduler=method_scheduler(method, recipe))
+    scheduler = method_scheduler(method, recipe)
+    pipe = PrismPipeline(model=model, scheduler=scheduler)
+    # PRISM-loop steps count in the NFE budget: the schedule gets the rest.
+    schedule_steps = nfe - scheduler.num_loop_steps
+    if schedule_steps < 1:
+        raise SudokuInputError(
+            f"nfe={nfe} leaves no schedule step after prism_loop_steps={scheduler.num_loop_steps}; use nfe > prism_loop_steps."
+        )
     outputs = []
     for start in range(0, len(tokens), batch_size):
         generator = torch.Generator(device=tokens.device).manual_seed(seed + start)
         out = pipe(
-            input_ids=tokens[start : start + batch_size], gen_length=0, num_inference_steps=nfe, generator=generator,
+            input_ids=tokens[start : start + batch_size], gen_length=0, num_inference_steps=schedule_steps, generator=generator,
             output_type="seq", return_quality=False, show_progress=False,
         )
+        if out.nfe != nfe:
+            raise RuntimeError(f"{method} made {out.nfe} model forwards; the comparison needs exactly nfe={nfe}.")
         outputs.append(out.sequences)
         if progress is not None:
             progress.update(1)
@@ -223,7 +232,8 @@ def evaluate(
     batch_size = max(1, int(recipe.eval_batch_size))
     num_batches = -(-len(puzzles) // batch_size)
     fingerprint = _fingerprint(puzzles, *(p.detach().cpu().numpy() for p in model.state_dict().values()),
-                               extra=json.dumps([recipe.unmasking, recipe.num_remask, recipe.step_on, recipe.step_off, seed]))
+                               extra=json.dumps([recipe.unmasking, recipe.num_remask, recipe.step_on, recipe.step_off,
+                                                 recipe.prism_loop_steps, seed]))
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
 
@@ -279,7 +289,7 @@ def evaluate(
         "records": records,
         "calibration": calibration(q, ~w),
         "sampler": {"unmasking": recipe.unmasking, "num_remask": recipe.num_remask, "step_on": recipe.step_on,
-                    "step_off": recipe.step_off, "temperature": 0.0},
+                    "step_off": recipe.step_off, "prism_loop_steps": recipe.prism_loop_steps, "temperature": 0.0},
     }
     keep = min(len(puzzles), 64)
     result["quality_example"] = {

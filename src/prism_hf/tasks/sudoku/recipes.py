@@ -46,7 +46,11 @@ class SudokuRecipe:
         nfe (`int`): Default number of sampling steps (model forwards) for every method.
         unmasking (`str`): Unmasking rule of the remasking methods (PRISM and the count baselines).
         num_remask (`int`): Tokens remasked per step by PRISM and by the same-count baselines.
-        step_on, step_off (`float`): Remasking window as fractions of the steps.
+        step_on, step_off (`float`): Remasking window as fractions of the schedule steps.
+        prism_loop_steps (`int`): PRISM-loop steps of the remasking methods (PRISM and the same-count baselines):
+            at the end, hold the clean count and remask / refill ``num_remask`` tokens per step. They are part of
+            the NFE budget: those methods run ``nfe - prism_loop_steps`` schedule steps, so every method makes
+            exactly ``nfe`` model forwards.
         eval_batch_size (`int`): Puzzles per sampler batch.
         low_quality_threshold (`float`): Quality below which a cell is drawn as "low quality" in the figure.
     """
@@ -57,26 +61,27 @@ class SudokuRecipe:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: Optional[int] = None
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1200
     pretrain_batch_size: int = 128
     pretrain_learning_rate: float = 1e-3
     pretrain_warmup_steps: int = 100
     finetune_steps: int = 400
     finetune_batch_size: int = 128
-    finetune_learning_rate: float = 3e-4
+    finetune_learning_rate: float = 1e-3
     num_update_tokens: int = 4
     mdm_loss_weight: float = 5.0
     head: str = "linear"
     train_seed: int = 1
     eval_seed: int = 20251001
     num_eval_puzzles: int = 500
-    num_blanks: Tuple[int, int] = (22, 24)
+    num_blanks: Tuple[int, int] = (26, 28)
     unique_puzzles: bool = True
-    nfe: int = 8
+    nfe: int = 12
     unmasking: str = "confidence"
-    num_remask: int = 2
+    num_remask: int = 1
     step_on: float = 0.0
     step_off: float = 1.0
+    prism_loop_steps: int = 0
     eval_batch_size: int = 500
     low_quality_threshold: float = 0.5
 
@@ -129,12 +134,12 @@ RECIPES: Dict[str, SudokuRecipe] = {
     "paper": SudokuRecipe(
         size=9, hidden_size=256, num_hidden_layers=8, num_attention_heads=8,
         pretrain_steps=50_000, pretrain_batch_size=256, pretrain_learning_rate=3e-4, pretrain_warmup_steps=1000,
-        finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4,
+        finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4, num_update_tokens=4, mdm_loss_weight=5.0,
         num_eval_puzzles=2000, num_blanks=(50, 51), nfe=50, unmasking="random", num_remask=4, eval_batch_size=500,
     ),
     "tiny": SudokuRecipe(
         size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, pretrain_steps=4, pretrain_batch_size=16,
-        pretrain_warmup_steps=1, finetune_steps=2, finetune_batch_size=16, num_eval_puzzles=12, num_blanks=(6, 8),
+        pretrain_warmup_steps=1, finetune_steps=2, finetune_batch_size=16, finetune_learning_rate=3e-4, num_eval_puzzles=12, num_blanks=(6, 8),
         nfe=4, num_remask=1, eval_batch_size=12,
     ),
 }
