@@ -92,3 +92,16 @@ def test_auroc_and_calibration():
     cal = calibration(np.array([0.05, 0.95, 0.95, 0.55]), np.array([0, 1, 0, 1]), num_bins=10)
     assert cal["count"][0] == 1 and cal["count"][9] == 2 and cal["fraction_correct"][9] == 0.5
     assert abs(cal["ece"] - (0.05 + 2 * 0.45 + 0.45) / 4) < 1e-9
+
+
+def test_prism_hf_entry_point_dispatches_sudoku(demo_dir, tmp_path, capsys):
+    from prism_hf.cli import main as prism_hf_main
+
+    output = tmp_path / "r.json"
+    code = prism_hf_main(["sudoku", "evaluate", "--checkpoint", str(demo_dir / "prism"), "--output", str(output),
+                          "--methods", "vanilla-margin", "--no-progress"])
+    assert code == 0
+    assert json.loads(output.read_text())["records"][0]["method"] == "vanilla-margin"
+    with pytest.raises(SystemExit):
+        prism_hf_main(["sudoku", "demo", "--help"])
+    assert "--output-dir" in capsys.readouterr().out
