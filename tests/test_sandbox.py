@@ -350,7 +350,7 @@ UNPRIVILEGED_CALLER = textwrap.dedent(
     out = {}
     for use_namespaces in (True, False):
         box = sandbox.Sandbox(
-            timeout=2.0, memory_limit_mb=256, max_processes=16, use_namespaces=use_namespaces,
+            timeout=5.0, memory_limit_mb=256, max_processes=16, use_namespaces=use_namespaces,
             env={"PRISM_SANDBOX_TEST_TOKEN": sys.argv[4]},
         )
         fork = box.run(sys.argv[2])
