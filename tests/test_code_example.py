@@ -97,7 +97,17 @@ def _launch(root, out, max_steps, extra=()):
         "--lora_r", "4", "--lora_alpha", "4", "--max_length", "128", "--save_steps", "2", "--logging_steps", "1",
         "--seed", "0", "--dataloader_num_workers", "0", *extra,
     ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and _is_launcher_flake(proc):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return proc
+
+
+def _is_launcher_flake(proc) -> bool:
+    """Failures of the process group itself, not of our code: a taken rendezvous port, or gloo's threads aborting at
+    teardown ("terminate called without an active exception"), seen rarely on a loaded 2-core machine."""
+    text = (proc.stdout + proc.stderr).lower()
+    return "address already in use" in text or "terminate called without an active exception" in text
 
 
 def test_two_process_training_writes_a_small_checkpoint_and_resumes(tiny_assets, tmp_path):
@@ -192,6 +202,8 @@ def test_eval_code_data_parallel_under_accelerate(tiny_assets, tmp_path):
         "--num_inference_steps", "4", "--batch_size", "2", "--timeout", "5", "--output", str(output),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and _is_launcher_flake(proc):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(output.read_text())
     assert results["num_processes"] == 2

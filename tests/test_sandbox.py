@@ -102,6 +102,7 @@ FORK_BOMB = textwrap.dedent(
                 made += 1
         except OSError:
             refused += 1
+        time.sleep(0.05)  # let the children fork too, so that the cap is reached while the root still forks
     if os.getpid() == root:
         print(f"made={{made}} refused={{refused}}", flush=True)
     time.sleep(20)
@@ -113,7 +114,7 @@ FORK_BOMB = textwrap.dedent(
 def test_fork_bomb_is_contained(use_namespaces):
     # as root without namespaces, the fresh uid needs an interpreter that others may run (the venv's may be closed)
     python = _interpreter_for_others() if IS_ROOT and not use_namespaces else None
-    sandbox = _sandbox(timeout=2.0, max_processes=16, use_namespaces=use_namespaces, python=python)
+    sandbox = _sandbox(timeout=5.0, max_processes=16, use_namespaces=use_namespaces, python=python)
     result = sandbox.run(FORK_BOMB.format(depth=12 if use_namespaces else 9))
     assert result.status == "timeout" and not result.passed
     if use_namespaces:

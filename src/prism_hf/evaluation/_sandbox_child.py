@@ -131,9 +131,25 @@ def _mask_temp_dirs(cfg, owner):
         if not os.path.isdir(d) or os.path.islink(d):
             continue
         real = os.path.realpath(d)
-        if any(p == real or p.startswith(real + os.sep) for p in keep):
-            continue  # the interpreter lives there: masking would hide it
-        _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
+        if any(p == real for p in keep):
+            continue  # the directory itself is needed (an interpreter installed as /tmp): cannot hide it
+        # Paths the program needs below it (say a virtual environment in /tmp/x/.venv) are bound back read-only
+        # over the fresh tmpfs: the rest of the host directory is hidden and nothing in it can be written.
+        children = sorted({p[len(real) + 1 :].split(os.sep)[0] for p in keep if p.startswith(real + os.sep)})
+        fds = {child: os.open(os.path.join(real, child), os.O_PATH) for child in children}
+        try:
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
+            for child, fd in fds.items():
+                target = os.path.join(d, child)
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(target, 0o755)
+                else:
+                    open(target, "w").close()
+                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+                _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         masked.append(d)
     os.makedirs(workdir, exist_ok=True)
     uid, gid = owner
