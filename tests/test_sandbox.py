@@ -6,13 +6,16 @@ broken sandbox makes a test fail without hurting the machine.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -373,16 +376,23 @@ UNPRIVILEGED_CALLER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="switches to an unprivileged uid to test the non-root path")
-def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path):
+def test_unprivileged_caller_falls_back_to_rlimits_and_guard(tmp_path, request):
     python = _interpreter_for_others()
     if python is None:
         pytest.skip("no Python interpreter readable by an unprivileged uid on this host")
     import prism_hf.evaluation.sandbox as sandbox_module
 
     os.chmod(tmp_path, 0o777)
+    # The unprivileged caller imports the sandbox from copies it can read (the checkout may sit in a closed folder).
+    code_dir = Path(tempfile.mkdtemp(prefix="prism-sandbox-code-"))  # directly under /tmp: reachable by any uid
+    os.chmod(code_dir, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(code_dir, ignore_errors=True))
+    for source in (Path(sandbox_module.__file__), Path(sandbox_module.__file__).with_name("_sandbox_child.py")):
+        shutil.copyfile(source, code_dir / source.name)
+        os.chmod(code_dir / source.name, 0o644)
     target = tmp_path / "escaped.txt"
     proc = subprocess.run(
-        [python, "-c", UNPRIVILEGED_CALLER, sandbox_module.__file__, FORK_BOMB.format(depth=9), str(target), TOKEN],
+        [python, "-c", UNPRIVILEGED_CALLER, str(code_dir / "sandbox.py"), FORK_BOMB.format(depth=9), str(target), TOKEN],
         user=65534, group=65534, extra_groups=[], cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
