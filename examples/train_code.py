@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 
 from prism_hf import PrismForMaskedDiffusion
+from prism_hf.arguments import parse_args_with_config
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
@@ -108,24 +107,8 @@ class CodeTrainingArguments(PrismTrainingArguments):
 
 
 def parse_args(argv: Optional[List[str]] = None):
-    """Parse dataclass arguments from the command line, with an optional ``--config file.yaml`` of defaults."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, CodeTrainingArguments))
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path.")
-        config_path = Path(argv[at + 1])
-        del argv[at : at + 2]
-        if not config_path.is_file():
-            raise FileNotFoundError(f"--config {config_path}: no such file.")
-        values = yaml.safe_load(config_path.read_text()) or {}
-        known = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"--config {config_path}: unknown keys {unknown}.")
-        parser.set_defaults(**values)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    """Parse the arguments (``--config file.yaml`` supplies defaults; flags override it)."""
+    model_args, data_args, training_args = parse_args_with_config((ModelArguments, DataArguments, CodeTrainingArguments), argv)
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id <user/repo> (the repo the PRISM checkpoint is pushed to).")
     return model_args, data_args, training_args

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import yaml
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 
 from prism_hf import PrismForMaskedDiffusion
+from prism_hf.arguments import parse_args_with_config
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
@@ -113,24 +112,8 @@ class TextTrainingArguments(PrismTrainingArguments):
 
 
 def parse_args(argv: Optional[List[str]] = None, dataclass_types=(ModelArguments, DataArguments, TextTrainingArguments)):
-    """Parse dataclass arguments from the command line, with an optional ``--config file.yaml`` of defaults."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path.")
-        config_path = Path(argv[at + 1])
-        del argv[at : at + 2]
-        if not config_path.is_file():
-            raise FileNotFoundError(f"--config {config_path}: no such file.")
-        values = yaml.safe_load(config_path.read_text()) or {}
-        known = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"--config {config_path}: unknown keys {unknown}.")
-        parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv)
+    """Parse the arguments (``--config file.yaml`` supplies defaults; flags override it)."""
+    return parse_args_with_config(dataclass_types, argv)
 
 
 def set_global_batch_size(training_args: TextTrainingArguments) -> None:

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from prism_hf.tasks.sudoku import SudokuInputError, SudokuTokenizer, generate_solved_grids, make_puzzles, save_puzzles_csv
+from prism_hf.tasks.sudoku import SudokuInputError, generate_solved_grids, make_puzzles, save_puzzles_csv
 from prism_hf.tasks.sudoku.cli import main
 from prism_hf.tasks.sudoku.evaluation import METHODS, auroc, calibration, check_nfe
 

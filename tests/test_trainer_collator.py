@@ -4,7 +4,6 @@ import logging
 
 import datasets
 import pytest
-import torch
 
 from prism_hf.data import MaskedDiffusionCollator
 

@@ -7,7 +7,6 @@ handlers, so ``prism-hf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional

@@ -18,9 +18,7 @@ import os
 import time
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 
-from .data import build_puzzle_dataset
 from .grids import SudokuInputError, generate_solved_grids, make_puzzles
 from .recipes import SudokuRecipe
 from .tokenization import load_puzzles_csv, save_puzzles_csv

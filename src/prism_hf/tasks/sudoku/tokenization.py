@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
