@@ -23,7 +23,6 @@ Any argument can be given in a YAML file with ``--config`` (command-line flags o
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -31,7 +30,7 @@ from typing import Any, Dict, List, Optional
 from transformers import AutoTokenizer
 
 from prism_hf import PrismForMaskedDiffusion
-from prism_hf.arguments import parse_args_with_config
+from prism_hf.arguments import parse_args_with_config, train_resume_save
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
@@ -200,20 +199,7 @@ def main(argv: Optional[List[str]] = None):
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    last_checkpoint = training_args.resume_from_checkpoint
-    if last_checkpoint is None and os.path.isdir(training_args.output_dir):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint:
-            logger.info("Resuming from %s", last_checkpoint)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(training_args.output_dir)
-        trainer.save_metrics("train", result.metrics)
-        if training_args.push_to_hub:
-            trainer.accelerator.unwrap_model(trainer.model).push_to_hub(training_args.hub_model_id)
+    result = train_resume_save(trainer, tokenizer)
     return result
 
 

@@ -23,7 +23,6 @@ number of processes, so the same config gives batch 256 on 1, 2, 4 or 8 GPUs.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Dict, List, Optional
 from transformers import AutoTokenizer
 
 from prism_hf import PrismForMaskedDiffusion
-from prism_hf.arguments import parse_args_with_config
+from prism_hf.arguments import parse_args_with_config, train_resume_save
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
 
@@ -268,21 +267,7 @@ def main(argv: Optional[List[str]] = None):
         tokenizer=tokenizer,
     )
     trainer = PrismTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)
-    last_checkpoint = training_args.resume_from_checkpoint
-    if last_checkpoint is None and os.path.isdir(training_args.output_dir):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint:
-            logger.info("Resuming from %s", last_checkpoint)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(training_args.output_dir)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        if training_args.push_to_hub:
-            trainer.accelerator.unwrap_model(trainer.model).push_to_hub(training_args.hub_model_id)
+    result = train_resume_save(trainer, tokenizer)
     return trainer, result
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-__all__ = ["parse_args_with_config"]
+__all__ = ["parse_args_with_config", "train_resume_save"]
 
 
 def parse_args_with_config(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None) -> Tuple:
@@ -44,3 +44,37 @@ def parse_args_with_config(dataclass_types: Sequence[type], argv: Optional[Seque
             raise ValueError(f"--config {config_path}: unknown keys {unknown}.")
         parser.set_defaults(**values)
     return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def train_resume_save(trainer, tokenizer=None):
+    """The example scripts' run: resume from the last checkpoint in ``output_dir`` (or ``resume_from_checkpoint``),
+    train, save the final model (and tokenizer, metrics, state) and push it when ``push_to_hub`` is set.
+
+    Args:
+        trainer (`transformers.Trainer`): A configured trainer (e.g. [`PrismTrainer`]).
+        tokenizer (*optional*): Saved next to the final checkpoint.
+
+    Returns:
+        The `TrainOutput` of ``trainer.train``.
+    """
+    import logging
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    args = trainer.args
+    last_checkpoint = args.resume_from_checkpoint
+    if last_checkpoint is None and os.path.isdir(args.output_dir):
+        last_checkpoint = get_last_checkpoint(args.output_dir)
+        if last_checkpoint:
+            logging.getLogger(__name__).info("Resuming from %s", last_checkpoint)
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(args.output_dir)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        if args.push_to_hub:
+            trainer.accelerator.unwrap_model(trainer.model).push_to_hub(args.hub_model_id)
+    return result
