@@ -19,8 +19,11 @@ from prism_hf.tasks.sudoku import (
     is_valid_solution,
     load_puzzles_csv,
     make_puzzles,
+    nearest_completions,
+    rule_conflicts,
     save_puzzles_csv,
     solve,
+    wrong_cells,
 )
 
 SOLVED_4 = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
@@ -96,6 +99,71 @@ def test_solver_counts_solutions():
     assert count_solutions(np.zeros((4, 4), dtype=int), limit=5) == 5
     puzzle = SOLVED_4.copy(); puzzle[0, 0] = 0
     assert solve(puzzle)[0].tolist() == SOLVED_4.tolist()
+
+
+def test_rule_conflicts_marks_every_cell_of_a_clash():
+    grid = SOLVED_4.copy()
+    assert not rule_conflicts(grid).any()
+    grid[0, 0] = 2  # 2 is already in row 0 (col 1) and box 0 (cell (2, 1) is outside it)
+    clash = rule_conflicts(grid)
+    expected = np.zeros((4, 4), dtype=bool)
+    expected[0, 0] = expected[0, 1] = True  # row 0 and box 0
+    expected[2, 0] = True  # column 0 holds 2 at (2, 0)
+    assert clash.tolist() == expected.tolist()
+    blanks = grid.copy()
+    blanks[1:] = 0
+    assert not rule_conflicts(blanks[None])[0, 1:].any()  # blanks never clash
+
+
+def test_nearest_completion_is_the_solution_of_a_unique_puzzle():
+    puzzle = make_puzzles(SOLVED_4[None], 9, seed=0, unique=True)[0]
+    assert count_solutions(puzzle, limit=3) == 1
+    (r1, c1), (r2, c2) = map(tuple, np.argwhere(puzzle == 0)[[0, -1]])
+    grid = SOLVED_4.copy()
+    grid[r1, c1] = grid[r1, c1] % 4 + 1
+    grid[r2, c2] = grid[r2, c2] % 4 + 1  # two wrong digits
+    nearest = nearest_completions(puzzle, grid)
+    assert len(nearest) == 1 and nearest[0].tolist() == SOLVED_4.tolist()
+    wrong, fallbacks = wrong_cells(puzzle[None], grid[None])
+    assert fallbacks == 0 and sorted(map(tuple, np.argwhere(wrong[0]))) == sorted([(r1, c1), (r2, c2)])
+
+
+def test_wrong_cells_of_a_many_solution_puzzle_are_judged_against_the_closest_repair():
+    spec = SudokuSpec.from_size(6)
+    solutions = generate_solved_grids(20, spec, seed=3)
+    puzzles = make_puzzles(solutions, 28, seed=4, spec=spec)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for puzzle in puzzles:
+        others = solve(puzzle, spec, max_solutions=2)
+        if len(others) < 2:
+            continue
+        # The second solution is a valid completion: nothing in it is wrong, though it differs from the first.
+        other = others[1]
+        assert not wrong_cells(puzzle[None], other[None], spec)[0].any()
+        # Break one generated cell of it: that cell is among the wrong ones, and every repair is at distance 1.
+        r, c = map(int, np.argwhere(puzzle == 0)[rng.integers((puzzle == 0).sum())])
+        broken = other.copy()
+        broken[r, c] = broken[r, c] % 6 + 1
+        nearest = nearest_completions(puzzle, broken, spec)
+        assert all(int((n != broken).sum()) == 1 for n in nearest)
+        wrong = wrong_cells(puzzle[None], broken[None], spec)[0][0]
+        assert wrong[r, c] and wrong[puzzle != 0].sum() == 0
+        checked += 1
+    assert checked >= 3
+
+
+def test_wrong_cells_falls_back_to_the_solution_or_says_why():
+    puzzle = np.zeros((4, 4), dtype=int)
+    grid = SOLVED_4.copy()
+    grid[0, 0] = 2
+    assert nearest_completions(puzzle, grid, node_limit=1) is None
+    wrong, fallbacks = wrong_cells(puzzle[None], grid[None], solutions=SOLVED_4[None], node_limit=1)
+    assert fallbacks == 1 and wrong[0].sum() == 1 and wrong[0, 0, 0]
+    with pytest.raises(SudokuInputError, match="node_limit=1; raise node_limit or pass solutions"):
+        wrong_cells(puzzle[None], grid[None], node_limit=1)
+    with pytest.raises(SudokuInputError, match="one puzzle and one grid of shape"):
+        nearest_completions(puzzle, grid[None])
 
 
 def test_givens_that_break_a_rule_are_rejected():

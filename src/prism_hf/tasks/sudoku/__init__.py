@@ -17,7 +17,10 @@ from .grids import (
     givens_conflicts,
     is_valid_solution,
     make_puzzles,
+    nearest_completions,
+    rule_conflicts,
     solve,
+    wrong_cells,
 )
 from .modeling import SudokuMDMConfig, SudokuMDMForMaskedLM
 from .recipes import RECIPES, SudokuRecipe, get_recipe
@@ -39,6 +42,9 @@ __all__ = [
     "check_givens",
     "solve",
     "count_solutions",
+    "rule_conflicts",
+    "nearest_completions",
+    "wrong_cells",
     "load_puzzles_csv",
     "save_puzzles_csv",
     "build_training_dataset",

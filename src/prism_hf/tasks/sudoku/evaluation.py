@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ...modeling_prism import PrismForMaskedDiffusion
 from ...pipeline_prism import PrismPipeline
 from ...scheduling_prism import PrismScheduler
-from .grids import SudokuInputError, SudokuSpec, is_valid_solution, solve
+from .grids import SudokuInputError, SudokuSpec, is_valid_solution, rule_conflicts, solve, wrong_cells
 from .recipes import SudokuRecipe
 from .tokenization import SudokuTokenizer
 
@@ -274,18 +274,27 @@ def evaluate(
     if scored_sequences is None:
         scored_sequences = _run_method(model, tokens, scoring_method, nfes[0], recipe, seed, batch_size, None)
     quality = _quality(model, scored_sequences, batch_size)
-    generated = tokens.cpu().numpy() == tokenizer.mask_token_id
-    wrong = scored_sequences.cpu().numpy() != tokenizer.encode(solutions)
-    q, w = quality[generated], wrong[generated]
+    scored_grids = tokenizer.decode(scored_sequences.cpu().numpy())
+    cell_quality = quality[:, spec.cell_positions()].reshape(scored_grids.shape)
+    generated = puzzles == 0
+    # Wrong cell = changed by a nearest valid completion (the solution, for a unique puzzle).
+    wrong, fallbacks = wrong_cells(puzzles, scored_grids, spec, solutions=solutions)
+    clashing = rule_conflicts(scored_grids, spec)
+    q, w = cell_quality[generated], wrong[generated]
     result = {
         "grid_size": spec.size,
         "box_rows": spec.box_rows,
         "box_cols": spec.box_cols,
         "num_puzzles": int(len(puzzles)),
         "quality_auroc": auroc(1.0 - q, w),
+        "quality_auroc_rule_conflict": auroc(1.0 - q, clashing[generated]),
+        "quality_auroc_vs_reference_solution": auroc(1.0 - q, (scored_grids != solutions)[generated]),
+        "wrong_cell_label": "nearest_completion",
+        "wrong_cell_label_fallbacks": int(fallbacks),
         "quality_scored_method": scoring_method,
         "quality_scored_nfe": nfes[0],
         "wrong_cell_fraction": float(w.mean()) if len(w) else float("nan"),
+        "rule_conflict_fraction": float(clashing[generated].mean()) if len(w) else float("nan"),
         "records": records,
         "calibration": calibration(q, ~w),
         "sampler": {"unmasking": recipe.unmasking, "num_remask": recipe.num_remask, "step_on": recipe.step_on,
@@ -294,9 +303,9 @@ def evaluate(
     keep = min(len(puzzles), 64)
     result["quality_example"] = {
         "puzzles": puzzles[:keep].tolist(),
-        "grids": tokenizer.decode(scored_sequences[:keep].cpu().numpy()).tolist(),
-        "quality": quality[:keep][:, spec.cell_positions()].reshape(keep, spec.size, spec.size).round(4).tolist(),
-        "solutions": np.asarray(solutions)[:keep].tolist(),
+        "grids": scored_grids[:keep].tolist(),
+        "quality": cell_quality[:keep].round(4).tolist(),
+        "wrong": wrong[:keep].tolist(),
     }
     return result
 
@@ -326,4 +335,9 @@ def format_table(result: Dict) -> str:
         f"NFE {result['quality_scored_nfe']}; {100 * result['wrong_cell_fraction']:.1f}% of generated cells wrong); "
         f"ECE {result['calibration']['ece']:.3f}"
     )
+    if "quality_auroc_rule_conflict" in result:
+        lines.append(
+            f"  wrong = changed by the nearest valid completion; AUROC for cells that break a rule: "
+            f"{result['quality_auroc_rule_conflict']:.3f} ({100 * result['rule_conflict_fraction']:.1f}% of cells)"
+        )
     return "\n".join(lines)

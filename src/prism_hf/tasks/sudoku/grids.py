@@ -24,6 +24,9 @@ __all__ = [
     "check_givens",
     "count_solutions",
     "solve",
+    "rule_conflicts",
+    "nearest_completions",
+    "wrong_cells",
 ]
 
 
@@ -226,6 +229,29 @@ def check_givens(puzzles: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
         )
 
 
+def rule_conflicts(grids: np.ndarray, spec: Union[SudokuSpec, int, None] = None) -> np.ndarray:
+    """Cells whose digit occurs more than once in their row, column or box: ``(B, n, n)`` bool (blanks never).
+
+    In a filled grid these are the cells that take part in a broken rule; a wrong digit always breaks one,
+    but the other cell of a clashing pair may well be right.
+    """
+    grids = np.asarray(grids)
+    single = grids.ndim == 2
+    spec = _as_spec(spec if spec is not None else grids.shape[-1])
+    grids = spec.check_grids(grids[None] if single else grids.reshape(-1, spec.size, spec.size))
+    b, n = grids.shape[0], spec.size
+    counts = _digit_counts(grids, spec)  # (B, 3n, n+1)
+    rows = np.take_along_axis(counts[:, :n], grids, axis=2)
+    cols = np.take_along_axis(counts[:, n : 2 * n], grids.transpose(0, 2, 1), axis=2).transpose(0, 2, 1)
+    boxes = grids.reshape(b, n // spec.box_rows, spec.box_rows, n // spec.box_cols, spec.box_cols)
+    boxes = boxes.transpose(0, 1, 3, 2, 4).reshape(b, n, n)
+    in_box = np.take_along_axis(counts[:, 2 * n :], boxes, axis=2)
+    in_box = in_box.reshape(b, n // spec.box_rows, n // spec.box_cols, spec.box_rows, spec.box_cols)
+    in_box = in_box.transpose(0, 1, 3, 2, 4).reshape(b, n, n)
+    out = (grids != 0) & ((rows > 1) | (cols > 1) | (in_box > 1))
+    return out[0] if single else out
+
+
 # ----- solver -----------------------------------------------------------------------------------------
 def _candidates_setup(puzzle: np.ndarray, spec: SudokuSpec):
     n = spec.size
@@ -403,3 +429,128 @@ def make_puzzles(solutions: np.ndarray, num_blanks: Union[int, Tuple[int, int]],
             else:
                 removed += 1
     return puzzles.reshape(solutions.shape)
+
+
+def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget, nodes, node_limit, found):
+    """Completions of ``grid`` that differ from ``target`` in exactly ``budget`` more cells (depth-first)."""
+    nodes[0] += 1
+    if nodes[0] > node_limit:
+        return
+    if not empties:
+        if budget == 0:
+            found.append(grid.copy())
+        return
+    best, best_options, best_count = None, 0, 99
+    for idx, (r, c, b) in enumerate(empties):
+        options = full & ~(rows[r] | cols[c] | boxes[b])
+        count = bin(options).count("1")
+        if count < best_count:
+            best, best_options, best_count = idx, options, count
+            if count <= 1:
+                break
+    if best_count == 0:
+        return
+    r, c, b = empties[best]
+    rest = empties[:best] + empties[best + 1 :]
+    want = int(target[r, c])
+    for d in range(1, spec.size + 1):
+        if not best_options >> d & 1:
+            continue
+        cost = 0 if d == want else 1
+        if cost > budget:
+            continue
+        bit = 1 << d
+        rows[r] |= bit
+        cols[c] |= bit
+        boxes[b] |= bit
+        grid[r, c] = d
+        _nearest_search(grid, target, spec, rows, cols, boxes, rest, full, budget - cost, nodes, node_limit, found)
+        rows[r] ^= bit
+        cols[c] ^= bit
+        boxes[b] ^= bit
+        grid[r, c] = 0
+        if nodes[0] > node_limit:
+            return
+
+
+def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
+                        max_changes: Optional[int] = None, node_limit: int = 200_000) -> Optional[List[np.ndarray]]:
+    """Every valid completion of ``puzzle`` that is closest to ``grid`` (fewest cells changed).
+
+    Iterative deepening on the number of changed cells: the first depth with a completion gives all of them.
+    For a puzzle with one solution this is that solution; for a puzzle with several, it is the repair of the
+    generated grid that changes the fewest cells.
+
+    Args:
+        puzzle (`np.ndarray` of shape `(n, n)`): The puzzle (0 = blank); its givens must not break a rule.
+        grid (`np.ndarray` of shape `(n, n)`): A completed (or partly completed) grid for that puzzle.
+        max_changes (`int`, *optional*): Largest distance tried (all generated cells by default).
+        node_limit (`int`): Search nodes allowed per depth; ``None`` is returned when a depth runs past it.
+
+    Returns:
+        `List[np.ndarray]` of the nearest completions, or ``None`` when the search gave up (node limit,
+        ``max_changes``) or the puzzle has no solution.
+    """
+    puzzle = np.asarray(puzzle)
+    spec = _as_spec(spec if spec is not None else puzzle.shape[-1])
+    puzzle = spec.check_grids(puzzle, name="puzzle")
+    grid = spec.check_grids(np.asarray(grid), name="grid")
+    if puzzle.ndim != 2 or grid.shape != puzzle.shape:
+        raise SudokuInputError(
+            f"nearest_completions takes one puzzle and one grid of shape ({spec.size}, {spec.size}); got {puzzle.shape} "
+            f"and {grid.shape}."
+        )
+    check_givens(puzzle[None], spec, name="puzzle")
+    num_blank = int((puzzle == 0).sum())
+    limit = num_blank if max_changes is None else min(int(max_changes), num_blank)
+    for budget in range(limit + 1):
+        full, rows, cols, boxes, empties = _candidates_setup(puzzle, spec)
+        nodes, found = [0], []
+        _nearest_search(puzzle.copy(), grid, spec, rows, cols, boxes, empties, full, budget, nodes, node_limit, found)
+        if found:
+            return found
+        if nodes[0] > node_limit:
+            return None
+    return None
+
+
+def wrong_cells(puzzles: np.ndarray, grids: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
+                solutions: Optional[np.ndarray] = None, node_limit: int = 200_000) -> Tuple[np.ndarray, int]:
+    """Which generated cells are wrong: those that some nearest valid completion of the puzzle changes.
+
+    A puzzle with one solution has one nearest completion, its solution, so a cell is wrong exactly when it
+    differs from the solution. A puzzle with several solutions is judged against the completions closest to
+    the generated grid (not against the grid it was cut from, which the model has no reason to reproduce);
+    when several repairs tie, a cell any of them changes counts as wrong. Givens are never wrong.
+
+    Args:
+        puzzles, grids (`np.ndarray` of shape `(B, n, n)`): Puzzles (0 = blank) and generated grids.
+        solutions (`np.ndarray` of shape `(B, n, n)`, *optional*): Used for a grid whose search runs past
+            ``node_limit`` (wrong = differs from that solution); without them such a grid raises.
+        node_limit (`int`): Search nodes allowed per depth and grid (see `nearest_completions`).
+
+    Returns:
+        `(np.ndarray of bool (B, n, n), int)`: the wrong cells, and how many grids fell back to ``solutions``.
+    """
+    puzzles = np.asarray(puzzles)
+    spec = _as_spec(spec if spec is not None else puzzles.shape[-1])
+    puzzles = spec.check_grids(puzzles.reshape(-1, spec.size, spec.size), name="puzzles")
+    grids = spec.check_grids(np.asarray(grids).reshape(puzzles.shape), name="grids")
+    wrong = np.zeros(puzzles.shape, dtype=bool)
+    fallbacks = 0
+    for i in range(len(puzzles)):
+        if is_valid_solution(grids[i], spec, puzzles=puzzles[i]):
+            continue
+        nearest = nearest_completions(puzzles[i], grids[i], spec, node_limit=node_limit)
+        if nearest is None:
+            if solutions is None:
+                raise SudokuInputError(
+                    f"grids[{i}]: no nearest completion found within node_limit={node_limit}; raise node_limit or pass "
+                    "solutions to fall back on."
+                )
+            fallbacks += 1
+            wrong[i] = grids[i] != np.asarray(solutions)[i]
+        else:
+            wrong[i] = (np.stack(nearest) != grids[i][None]).any(axis=0)
+    wrong &= puzzles == 0
+    return wrong, fallbacks

@@ -60,11 +60,13 @@ def plot_quality_grids(result: Dict, path: str, num_grids: int = 6, low_quality_
     puzzles = np.asarray(example["puzzles"])
     grids = np.asarray(example["grids"])
     quality = np.asarray(example["quality"])
-    solutions = np.asarray(example["solutions"])
     a = box_rows or result["box_rows"]
     b = box_cols or result["box_cols"]
     n = a * b
-    wrong = (grids != solutions) & (puzzles == 0)
+    if "wrong" in example:
+        wrong = np.asarray(example["wrong"], dtype=bool) & (puzzles == 0)
+    else:  # results written before the nearest-completion label
+        wrong = (grids != np.asarray(example["solutions"])) & (puzzles == 0)
     order = np.argsort(-wrong.sum(axis=(1, 2)), kind="stable")[:num_grids]
     cols = min(3, len(order))
     rows = -(-len(order) // cols)
