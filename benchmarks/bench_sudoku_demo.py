@@ -43,6 +43,8 @@ def summarise(results: dict, wall_s: float) -> dict:
         "num_puzzles": results.get("num_puzzles"),
         "grid_size": results.get("grid_size"),
         "quality_auroc": auroc,
+        "wrong_cell_label": results.get("wrong_cell_label"),
+        "quality_auroc_rule_conflict": results.get("quality_auroc_rule_conflict"),
         "per_nfe": rows,
         "targets": {
             f"wall <= {TIME_BUDGET_S} s": wall_s <= TIME_BUDGET_S,
@@ -77,7 +79,8 @@ def main(argv=None):
         for method, rate in sorted(row["success_rate"].items(), key=lambda kv: -kv[1]):
             print(f"  {method:<20} {100 * rate:6.1f}%")
         print(f"  prism - best baseline ({row['best_baseline']}): {100 * row['prism_margin']:+.1f} points")
-    print(f"quality AUROC for wrong cells: {summary['quality_auroc']}")
+    print(f"quality AUROC for wrong cells ({summary['wrong_cell_label']} label): {summary['quality_auroc']}; "
+          f"for cells that break a rule: {summary['quality_auroc_rule_conflict']}")
     for target, met in summary["targets"].items():
         print(f"  target {target}: {'met' if met else 'NOT met'}")
     return summary

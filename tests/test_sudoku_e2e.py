@@ -56,6 +56,26 @@ def test_evaluate_on_a_puzzle_file_with_methods_and_several_nfe(demo_dir, tmp_pa
     assert "prism" in capsys.readouterr().out
 
 
+def test_evaluate_generated_puzzles_unique_or_not_and_labels_wrong_cells(demo_dir, tmp_path):
+    from prism_hf.tasks.sudoku import count_solutions, load_puzzles_csv, wrong_cells
+
+    for flag, path in (("--unique-puzzles", "u.json"), ("--no-unique-puzzles", "m.json")):
+        code = main(["evaluate", "--checkpoint", str(demo_dir / "prism"), "--output", str(tmp_path / path), "--methods",
+                     "prism", "--num-eval-puzzles", "8", "--num-blanks", "9", "10", flag, "--no-progress"])
+        assert code == 0
+    unique, many = (json.loads((tmp_path / p).read_text()) for p in ("u.json", "m.json"))
+    for result in (unique, many):
+        assert result["wrong_cell_label"] == "nearest_completion" and result["wrong_cell_label_fallbacks"] == 0
+        example = result["quality_example"]
+        puzzles, grids = np.array(example["puzzles"]), np.array(example["grids"])
+        # The stored wrong cells are the ones the label function gives, never a given.
+        assert np.array_equal(np.array(example["wrong"]), wrong_cells(puzzles, grids)[0])
+        assert not np.array(example["wrong"])[puzzles != 0].any()
+    assert all(count_solutions(p, limit=2) == 1 for p in np.array(unique["quality_example"]["puzzles"]))
+    assert any(count_solutions(p, limit=2) > 1 for p in np.array(many["quality_example"]["puzzles"]))
+    assert load_puzzles_csv(str(demo_dir / "eval_puzzles.csv")).shape[1:] == (4, 4)
+
+
 def test_evaluate_rejects_a_checkpoint_for_another_grid_size(demo_dir, tmp_path, capsys):
     puzzles = tmp_path / "nine.csv"
     save_puzzles_csv(puzzles, make_puzzles(generate_solved_grids(3, 9, seed=0), 40, seed=0))

@@ -7,7 +7,7 @@ Quick start (CPU, about ten minutes)::
 See ``docs/sudoku.md``.
 """
 
-from .data import EVAL_SEED, TRAIN_SEED, build_puzzle_dataset, build_training_dataset, puzzles_to_dataset
+from .data import EVAL_SEED, TRAIN_SEED, VALIDATION_SEED, build_puzzle_dataset, build_training_dataset, puzzles_to_dataset
 from .grids import (
     SudokuInputError,
     SudokuSpec,
@@ -52,4 +52,5 @@ __all__ = [
     "puzzles_to_dataset",
     "TRAIN_SEED",
     "EVAL_SEED",
+    "VALIDATION_SEED",
 ]

@@ -51,6 +51,9 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
     group.add_argument("--num-eval-puzzles", type=int, default=None)
     group.add_argument("--num-blanks", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"))
     group.add_argument("--eval-seed", type=int, default=None, help="Seed of the generated held-out puzzles.")
+    group.add_argument("--unique-puzzles", action=argparse.BooleanOptionalAction, default=None,
+                       help="Generated held-out puzzles have exactly one solution (default: the recipe's; the demo's "
+                       "puzzles may have several, and any valid completion that keeps the givens counts as solved).")
     group.add_argument("--unmasking", default=None, choices=["confidence", "margin", "entropy", "random"],
                        help="Unmasking rule of PRISM and the same-count remasking baselines.")
     group.add_argument("--num-remask", type=int, default=None, help="Tokens remasked per step.")
@@ -65,7 +68,7 @@ _RECIPE_FIELDS = (
     "size", "box_rows", "hidden_size", "num_hidden_layers", "num_attention_heads", "pretrain_steps",
     "pretrain_batch_size", "pretrain_learning_rate", "finetune_steps", "finetune_batch_size", "finetune_learning_rate",
     "num_update_tokens", "mdm_loss_weight", "head", "train_seed", "num_eval_puzzles", "num_blanks", "eval_seed",
-    "unmasking", "num_remask", "eval_batch_size",
+    "unique_puzzles", "unmasking", "num_remask", "eval_batch_size",
 )
 
 
