@@ -85,6 +85,16 @@ def test_evaluate_rejects_a_checkpoint_for_another_grid_size(demo_dir, tmp_path,
     assert "is a 4x4 Sudoku model but puzzles=" in capsys.readouterr().err
 
 
+def test_finetune_takes_recipe_overrides(demo_dir, tmp_path):
+    out = tmp_path / "p"
+    code = main(["finetune", "--backbone", str(demo_dir / "backbone"), "--output-dir", str(out), "--recipe", "tiny",
+                 "--num-proposals", "2", "--head", "linear", "--finetune-steps", "1", "--no-progress"])
+    assert code == 0
+    recipe = json.loads((out / "sudoku_recipe.json").read_text())
+    assert recipe["num_proposals"] == 2 and recipe["head"] == "linear" and recipe["finetune_steps"] == 1
+    assert json.loads((out / "config.json").read_text())["head_type"] == "linear"
+
+
 def test_finetune_rejects_a_backbone_for_another_grid_size(demo_dir, tmp_path, capsys):
     code = main(["finetune", "--backbone", str(demo_dir / "backbone"), "--output-dir", str(tmp_path / "p"),
                  "--recipe", "tiny", "--size", "6", "--no-progress"])

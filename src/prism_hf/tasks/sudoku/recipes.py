@@ -37,6 +37,7 @@ class SudokuRecipe:
         finetune_steps, finetune_batch_size, finetune_learning_rate: PRISM fine-tuning (`PrismTrainer`,
             full backbone).
         num_update_tokens (`int`): ``k`` of the PRISM loss (Sudoku: 4).
+        num_proposals (`int`): ``n_y``, proposals built from each masked grid (1 in the paper's Sudoku recipe).
         mdm_loss_weight (`float`): ``lambda`` (Sudoku: 5.0).
         head (`str`): Quality head type (``"mlp"`` by default; ``"linear"`` is the paper's Sudoku probe).
         train_seed (`int`): Seed of the training grids and of training. Never used for evaluation puzzles.
@@ -71,6 +72,7 @@ class SudokuRecipe:
     finetune_batch_size: int = 128
     finetune_learning_rate: float = 3e-3
     num_update_tokens: int = 4
+    num_proposals: int = 1
     mdm_loss_weight: float = 5.0
     head: str = "mlp"
     train_seed: int = 1

@@ -153,6 +153,7 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
                            recipe.finetune_learning_rate, min(recipe.pretrain_warmup_steps, recipe.finetune_steps // 10),
                            show_progress),
         num_update_tokens=recipe.num_update_tokens,
+        num_proposals=recipe.num_proposals,
         mdm_loss_weight=recipe.mdm_loss_weight,
         update_selection="random",
         proposal_temperature=1.0,
