@@ -191,8 +191,10 @@ def evaluate(
         model ([`PrismForMaskedDiffusion`]): A PRISM Sudoku checkpoint.
         puzzles (`np.ndarray` of shape `(N, n, n)`): Puzzles, 0 = blank. Their size must match the model's.
         recipe ([`SudokuRecipe`]): Sampler settings (unmasking rule, remask count, window, default NFE).
-        solutions (`np.ndarray` of shape `(N, n, n)`, *optional*): Reference solutions (to label wrong cells for
-            the AUROC); solved with the backtracking solver when omitted.
+        solutions (`np.ndarray` of shape `(N, n, n)`, *optional*): Reference solutions (the grids the puzzles
+            were cut from); solved with the backtracking solver when omitted. Wrong cells are labelled against the
+            nearest valid completion of each puzzle (`wrong_cells`); these grids only serve when that search gives
+            up and for the diagnostic ``quality_auroc_vs_reference_solution``.
         methods (`Sequence[str]`, *optional*): Subset of ``METHODS`` (all by default).
         nfe (`Iterable[int]`, *optional*): Numbers of model forwards; ``[recipe.nfe]`` by default.
         cache_dir (`str`, *optional*): Each finished (method, NFE) record is stored here and reused by a rerun on
@@ -201,9 +203,11 @@ def evaluate(
         show_progress (`bool`): Progress bar over methods x NFE x batches.
 
     Returns:
-        `dict`: ``grid_size``, ``box_rows``, ``box_cols``, ``num_puzzles``, ``quality_auroc``, ``records`` (one
-        ``{"method", "nfe", "success_rate", "num_puzzles", "num_solved"}`` per method and NFE), ``calibration``
-        and ``quality_example`` (tokens, quality and wrong-cell flags of the first grids, for the figure).
+        `dict`: ``grid_size``, ``box_rows``, ``box_cols``, ``num_puzzles``, ``records`` (one
+        ``{"method", "nfe", "success_rate", "num_puzzles", "num_solved"}`` per method and NFE),
+        ``quality_auroc`` (wrong = changed by the nearest valid completion), ``quality_auroc_rule_conflict``
+        (wrong = the digit repeats in its row, column or box), ``calibration``, and ``quality_example`` (grids,
+        quality and wrong-cell flags of the first puzzles, for the figure).
     """
     spec = recipe.spec
     model_spec = model.backbone.config.sudoku_spec

@@ -474,7 +474,7 @@ def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget
 
 
 def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
-                        max_changes: Optional[int] = None, node_limit: int = 200_000) -> Optional[List[np.ndarray]]:
+                        max_changes: Optional[int] = None, node_limit: int = 100_000) -> Optional[List[np.ndarray]]:
     """Every valid completion of ``puzzle`` that is closest to ``grid`` (fewest cells changed).
 
     Iterative deepening on the number of changed cells: the first depth with a completion gives all of them.
@@ -485,7 +485,7 @@ def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[Sudoku
         puzzle (`np.ndarray` of shape `(n, n)`): The puzzle (0 = blank); its givens must not break a rule.
         grid (`np.ndarray` of shape `(n, n)`): A completed (or partly completed) grid for that puzzle.
         max_changes (`int`, *optional*): Largest distance tried (all generated cells by default).
-        node_limit (`int`): Search nodes allowed per depth; ``None`` is returned when a depth runs past it.
+        node_limit (`int`): Search nodes allowed in all (every depth together); ``None`` is returned past it.
 
     Returns:
         `List[np.ndarray]` of the nearest completions, or ``None`` when the search gave up (node limit,
@@ -503,9 +503,10 @@ def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[Sudoku
     check_givens(puzzle[None], spec, name="puzzle")
     num_blank = int((puzzle == 0).sum())
     limit = num_blank if max_changes is None else min(int(max_changes), num_blank)
+    nodes = [0]  # shared by every depth: node_limit bounds the whole search
     for budget in range(limit + 1):
         full, rows, cols, boxes, empties = _candidates_setup(puzzle, spec)
-        nodes, found = [0], []
+        found = []
         _nearest_search(puzzle.copy(), grid, spec, rows, cols, boxes, empties, full, budget, nodes, node_limit, found)
         if found:
             return found
@@ -515,7 +516,7 @@ def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[Sudoku
 
 
 def wrong_cells(puzzles: np.ndarray, grids: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
-                solutions: Optional[np.ndarray] = None, node_limit: int = 200_000) -> Tuple[np.ndarray, int]:
+                solutions: Optional[np.ndarray] = None, node_limit: int = 100_000) -> Tuple[np.ndarray, int]:
     """Which generated cells are wrong: those that some nearest valid completion of the puzzle changes.
 
     A puzzle with one solution has one nearest completion, its solution, so a cell is wrong exactly when it
@@ -527,7 +528,7 @@ def wrong_cells(puzzles: np.ndarray, grids: np.ndarray, spec: Union[SudokuSpec, 
         puzzles, grids (`np.ndarray` of shape `(B, n, n)`): Puzzles (0 = blank) and generated grids.
         solutions (`np.ndarray` of shape `(B, n, n)`, *optional*): Used for a grid whose search runs past
             ``node_limit`` (wrong = differs from that solution); without them such a grid raises.
-        node_limit (`int`): Search nodes allowed per depth and grid (see `nearest_completions`).
+        node_limit (`int`): Search nodes allowed per grid (see `nearest_completions`).
 
     Returns:
         `(np.ndarray of bool (B, n, n), int)`: the wrong cells, and how many grids fell back to ``solutions``.
