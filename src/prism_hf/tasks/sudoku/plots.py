@@ -51,7 +51,8 @@ def plot_quality_grids(result: Dict, path: str, num_grids: int = 6, low_quality_
     """Completed grids with each generated cell shaded by its quality (red = low), wrong digits in red and
     cells whose quality is below ``low_quality_threshold`` outlined (the paper's Figure 3, right).
 
-    Grids with mistakes are shown first.
+    Grids with mistakes are shown first, those with the fewest wrong cells first (the typical case: one clash to
+    repair), then correct grids.
     """
     plt = _pyplot()
     from matplotlib.colors import Normalize
@@ -67,7 +68,8 @@ def plot_quality_grids(result: Dict, path: str, num_grids: int = 6, low_quality_
         wrong = np.asarray(example["wrong"], dtype=bool) & (puzzles == 0)
     else:  # results written before the nearest-completion label
         wrong = (grids != np.asarray(example["solutions"])) & (puzzles == 0)
-    order = np.argsort(-wrong.sum(axis=(1, 2)), kind="stable")[:num_grids]
+    num_wrong = wrong.sum(axis=(1, 2))
+    order = np.argsort(np.where(num_wrong > 0, num_wrong, np.iinfo(np.int64).max), kind="stable")[:num_grids]
     cols = min(3, len(order))
     rows = -(-len(order) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
