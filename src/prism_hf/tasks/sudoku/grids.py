@@ -273,11 +273,8 @@ def _candidates_setup(puzzle: np.ndarray, spec: SudokuSpec):
     return full, rows, cols, boxes, empties
 
 
-def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
-    """Backtracking with the most-constrained-cell rule; appends solutions to ``found`` until ``limit``."""
-    if not empties:
-        found.append(grid.copy())
-        return
+def _most_constrained(empties, rows, cols, boxes, full):
+    """The blank cell with the fewest candidate digits: ``(index in empties, candidate bits, count)``."""
     best, best_options, best_count = None, 0, 99
     for idx, (r, c, b) in enumerate(empties):
         options = full & ~(rows[r] | cols[c] | boxes[b])
@@ -286,6 +283,15 @@ def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
             best, best_options, best_count = idx, options, count
             if count <= 1:
                 break
+    return best, best_options, best_count
+
+
+def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
+    """Backtracking with the most-constrained-cell rule; appends solutions to ``found`` until ``limit``."""
+    if not empties:
+        found.append(grid.copy())
+        return
+    best, best_options, best_count = _most_constrained(empties, rows, cols, boxes, full)
     if best_count == 0:
         return
     r, c, b = empties[best]
@@ -440,14 +446,7 @@ def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget
         if budget == 0:
             found.append(grid.copy())
         return
-    best, best_options, best_count = None, 0, 99
-    for idx, (r, c, b) in enumerate(empties):
-        options = full & ~(rows[r] | cols[c] | boxes[b])
-        count = bin(options).count("1")
-        if count < best_count:
-            best, best_options, best_count = idx, options, count
-            if count <= 1:
-                break
+    best, best_options, best_count = _most_constrained(empties, rows, cols, boxes, full)
     if best_count == 0:
         return
     r, c, b = empties[best]
