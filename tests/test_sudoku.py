@@ -160,8 +160,10 @@ def test_wrong_cells_falls_back_to_the_solution_or_says_why():
     assert nearest_completions(puzzle, grid, node_limit=1) is None
     wrong, fallbacks = wrong_cells(puzzle[None], grid[None], solutions=SOLVED_4[None], node_limit=1)
     assert fallbacks == 1 and wrong[0].sum() == 1 and wrong[0, 0, 0]
-    with pytest.raises(SudokuInputError, match="node_limit=1; raise node_limit or pass solutions"):
+    with pytest.raises(SudokuInputError, match=r"node_limit=1 \(or puzzles\[0\] has no solution\); raise node_limit"):
         wrong_cells(puzzle[None], grid[None], node_limit=1)
+    with pytest.raises(SudokuInputError, match=r"grids has shape \(2, 4, 4\) but puzzles has \(1, 4, 4\)"):
+        wrong_cells(puzzle[None], np.stack([grid, grid]))
     with pytest.raises(SudokuInputError, match="one puzzle and one grid of shape"):
         nearest_completions(puzzle, grid[None])
 

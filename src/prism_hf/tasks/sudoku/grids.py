@@ -535,7 +535,10 @@ def wrong_cells(puzzles: np.ndarray, grids: np.ndarray, spec: Union[SudokuSpec, 
     puzzles = np.asarray(puzzles)
     spec = _as_spec(spec if spec is not None else puzzles.shape[-1])
     puzzles = spec.check_grids(puzzles.reshape(-1, spec.size, spec.size), name="puzzles")
-    grids = spec.check_grids(np.asarray(grids).reshape(puzzles.shape), name="grids")
+    grids = np.asarray(grids)
+    if grids.size != puzzles.size:
+        raise SudokuInputError(f"grids has shape {grids.shape} but puzzles has {puzzles.shape}: one grid per puzzle.")
+    grids = spec.check_grids(grids.reshape(puzzles.shape), name="grids")
     wrong = np.zeros(puzzles.shape, dtype=bool)
     fallbacks = 0
     for i in range(len(puzzles)):
@@ -545,8 +548,8 @@ def wrong_cells(puzzles: np.ndarray, grids: np.ndarray, spec: Union[SudokuSpec, 
         if nearest is None:
             if solutions is None:
                 raise SudokuInputError(
-                    f"grids[{i}]: no nearest completion found within node_limit={node_limit}; raise node_limit or pass "
-                    "solutions to fall back on."
+                    f"grids[{i}]: no nearest completion found within node_limit={node_limit} (or puzzles[{i}] has no "
+                    "solution); raise node_limit or pass solutions to fall back on."
                 )
             fallbacks += 1
             wrong[i] = grids[i] != np.asarray(solutions)[i]
