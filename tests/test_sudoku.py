@@ -286,3 +286,12 @@ def test_backbone_rejects_wrong_length_and_mask_id():
         model(torch.zeros(1, 41, dtype=torch.long))
     with pytest.raises(ValueError, match="mask_token_id=3"):
         SudokuMDMConfig(box_rows=2, box_cols=2, mask_token_id=3)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_recipe_rejects_an_eval_seed_used_in_training(offset):
+    from prism_hf.tasks.sudoku import get_recipe
+
+    with pytest.raises(SudokuInputError, match=r"eval_seed=\d+ is a training seed .* never used in training"):
+        get_recipe("demo", train_seed=10, eval_seed=10 + offset)
+    assert get_recipe("demo", train_seed=10, eval_seed=12).eval_seed == 12

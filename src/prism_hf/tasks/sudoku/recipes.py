@@ -91,10 +91,13 @@ class SudokuRecipe:
 
     def __post_init__(self):
         self.num_blanks = tuple(int(v) for v in (self.num_blanks if not isinstance(self.num_blanks, int) else (self.num_blanks,) * 2))
-        if self.train_seed == self.eval_seed:
+        # Pretraining grids use train_seed, PRISM fine-tuning grids train_seed + 1; evaluation solutions use
+        # eval_seed (and eval_seed + 1 picks the blanks).
+        if self.eval_seed in (self.train_seed, self.train_seed + 1):
             raise SudokuInputError(
-                f"train_seed={self.train_seed} equals eval_seed={self.eval_seed}: evaluation puzzles must come from a "
-                "seed never used in training."
+                f"eval_seed={self.eval_seed} is a training seed (train_seed={self.train_seed} draws the pretraining grids "
+                f"and train_seed + 1 the fine-tuning grids): evaluation puzzles must come from a seed never used in "
+                "training."
             )
         if not isinstance(self.nfe, int) or self.nfe < 1:
             raise SudokuInputError(f"nfe={self.nfe!r} must be an int >= 1 (model forwards per puzzle).")
