@@ -164,6 +164,10 @@ def test_wrong_cells_falls_back_to_the_solution_or_says_why():
         wrong_cells(puzzle[None], grid[None], node_limit=1)
     with pytest.raises(SudokuInputError, match=r"grids has shape \(2, 4, 4\) but puzzles has \(1, 4, 4\)"):
         wrong_cells(puzzle[None], np.stack([grid, grid]))
+    assert nearest_completions(puzzle, grid, max_changes=0) is None  # the grid needs one change
+    assert len(nearest_completions(puzzle, grid, max_changes=1)) >= 1
+    with pytest.raises(SudokuInputError, match=r"max_changes=-1 is not valid; use None \(no limit\) or an int >= 0"):
+        nearest_completions(puzzle, grid, max_changes=-1)
     with pytest.raises(SudokuInputError, match="one puzzle and one grid of shape"):
         nearest_completions(puzzle, grid[None])
 

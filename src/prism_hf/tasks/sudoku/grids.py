@@ -500,6 +500,9 @@ def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[Sudoku
             f"and {grid.shape}."
         )
     check_givens(puzzle[None], spec, name="puzzle")
+    if max_changes is not None and (isinstance(max_changes, bool) or not isinstance(max_changes, (int, np.integer))
+                                    or max_changes < 0):
+        raise SudokuInputError(f"max_changes={max_changes!r} is not valid; use None (no limit) or an int >= 0.")
     num_blank = int((puzzle == 0).sum())
     limit = num_blank if max_changes is None else min(int(max_changes), num_blank)
     nodes = [0]  # shared by every depth: node_limit bounds the whole search

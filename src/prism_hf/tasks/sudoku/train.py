@@ -101,6 +101,16 @@ def _last_checkpoint(work_dir: str) -> Optional[str]:
     return get_last_checkpoint(work_dir) if os.path.isdir(work_dir) else None
 
 
+def _train_and_save(trainer, recipe: SudokuRecipe, work_dir: str, output_dir: str) -> str:
+    """Train (resuming from the last checkpoint in ``work_dir``), save the model and then the recipe (which marks
+    the stage finished), and drop the Trainer checkpoints."""
+    trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
+    trainer.model.save_pretrained(output_dir)
+    recipe.save(output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return output_dir
+
+
 def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) -> str:
     """Pretrain the backbone with the MDM loss; returns the folder of the saved backbone.
 
@@ -121,12 +131,7 @@ def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) 
         **_training_kwargs(recipe, work_dir, recipe.pretrain_steps, recipe.pretrain_batch_size,
                            recipe.pretrain_learning_rate, recipe.pretrain_warmup_steps, show_progress)
     )
-    trainer = MDMTrainer(model=model, args=args, train_dataset=dataset)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
-    model.save_pretrained(output_dir)
-    recipe.save(output_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return output_dir
+    return _train_and_save(MDMTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir)
 
 
 def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_progress: bool = True) -> str:
@@ -159,9 +164,4 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
         proposal_temperature=1.0,
         backbone_training="full",
     )
-    trainer = PrismTrainer(model=model, args=args, train_dataset=dataset)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
-    model.save_pretrained(output_dir)
-    recipe.save(output_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return output_dir
+    return _train_and_save(PrismTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir)
