@@ -299,3 +299,11 @@ def test_recipe_rejects_an_eval_seed_used_in_training(offset):
     with pytest.raises(SudokuInputError, match=r"eval_seed=\d+ is a training seed .* never used in training"):
         get_recipe("demo", train_seed=10, eval_seed=10 + offset)
     assert get_recipe("demo", train_seed=10, eval_seed=12).eval_seed == 12
+
+
+def test_recipe_rejects_a_negative_proposal_temperature():
+    from prism_hf.tasks.sudoku import get_recipe
+
+    with pytest.raises(SudokuInputError, match=r"proposal_temperature=-1.0 is not valid; use 0 \(greedy proposals\)"):
+        get_recipe("demo", proposal_temperature=-1.0)
+    assert get_recipe("demo", proposal_temperature=0.0).proposal_temperature == 0.0

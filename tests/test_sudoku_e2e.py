@@ -85,13 +85,27 @@ def test_evaluate_rejects_a_checkpoint_for_another_grid_size(demo_dir, tmp_path,
     assert "is a 4x4 Sudoku model but puzzles=" in capsys.readouterr().err
 
 
-def test_finetune_takes_recipe_overrides(demo_dir, tmp_path):
+def test_finetune_takes_recipe_overrides(demo_dir, tmp_path, monkeypatch):
+    import prism_hf.trainer
+
+    seen = {}
+
+    class Recording(prism_hf.trainer.PrismTrainer):
+        def __init__(self, *a, **kw):
+            seen["args"] = kw["args"]
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(prism_hf.trainer, "PrismTrainer", Recording)
     out = tmp_path / "p"
     code = main(["finetune", "--backbone", str(demo_dir / "backbone"), "--output-dir", str(out), "--recipe", "tiny",
-                 "--num-proposals", "2", "--head", "linear", "--finetune-steps", "1", "--no-progress"])
+                 "--num-proposals", "2", "--proposal-temperature", "2.5", "--head", "linear", "--finetune-steps", "1",
+                 "--no-progress"])
     assert code == 0
     recipe = json.loads((out / "sudoku_recipe.json").read_text())
     assert recipe["num_proposals"] == 2 and recipe["head"] == "linear" and recipe["finetune_steps"] == 1
+    assert recipe["proposal_temperature"] == 2.5
+    args = seen["args"]
+    assert (args.num_proposals, args.proposal_temperature, args.num_update_tokens, args.mdm_loss_weight) == (2, 2.5, 4, 5.0)
     assert json.loads((out / "config.json").read_text())["head_type"] == "linear"
 
 

@@ -46,6 +46,8 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
         group.add_argument("--finetune-learning-rate", type=float, default=None)
         group.add_argument("--num-update-tokens", type=int, default=None, help="k of the PRISM loss (Sudoku: 4).")
         group.add_argument("--num-proposals", type=int, default=None, help="n_y: proposals per masked grid (Sudoku: 1).")
+        group.add_argument("--proposal-temperature", type=float, default=None,
+                           help="Temperature of the proposal draws of the PRISM loss (0 = greedy).")
         group.add_argument("--mdm-loss-weight", type=float, default=None, help="lambda of the PRISM loss (Sudoku: 5).")
         group.add_argument("--head", default=None, help="Quality head type (linear, mlp, transformer).")
         group.add_argument("--train-seed", type=int, default=None)
@@ -68,7 +70,7 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
 _RECIPE_FIELDS = (
     "size", "box_rows", "hidden_size", "num_hidden_layers", "num_attention_heads", "pretrain_steps",
     "pretrain_batch_size", "pretrain_learning_rate", "finetune_steps", "finetune_batch_size", "finetune_learning_rate",
-    "num_update_tokens", "num_proposals", "mdm_loss_weight", "head", "train_seed", "num_eval_puzzles", "num_blanks", "eval_seed",
+    "num_update_tokens", "num_proposals", "proposal_temperature", "mdm_loss_weight", "head", "train_seed", "num_eval_puzzles", "num_blanks", "eval_seed",
     "unique_puzzles", "unmasking", "num_remask", "eval_batch_size",
 )
 

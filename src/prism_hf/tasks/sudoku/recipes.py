@@ -38,6 +38,9 @@ class SudokuRecipe:
             full backbone).
         num_update_tokens (`int`): ``k`` of the PRISM loss (Sudoku: 4).
         num_proposals (`int`): ``n_y``, proposals built from each masked grid (1 in the paper's Sudoku recipe).
+        proposal_temperature (`float`): Temperature of the categorical proposal draws of the PRISM loss (``0`` =
+            greedy). The demo draws at 2 so that nearly complete training grids carry wrong cells for the head to
+            learn from (see ``docs/sudoku.md``); the paper's recipe draws at 1.
         mdm_loss_weight (`float`): ``lambda`` (Sudoku: 5.0).
         head (`str`): Quality head type (``"mlp"`` by default; ``"linear"`` is the paper's Sudoku probe).
         train_seed (`int`): Seed of the training grids and of training. Never used for evaluation puzzles.
@@ -64,7 +67,7 @@ class SudokuRecipe:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: Optional[int] = None
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 2000
     pretrain_batch_size: int = 128
     pretrain_learning_rate: float = 1e-3
     pretrain_warmup_steps: int = 100
@@ -73,6 +76,7 @@ class SudokuRecipe:
     finetune_learning_rate: float = 3e-3
     num_update_tokens: int = 4
     num_proposals: int = 1
+    proposal_temperature: float = 2.0
     mdm_loss_weight: float = 5.0
     head: str = "mlp"
     train_seed: int = 1
@@ -98,6 +102,10 @@ class SudokuRecipe:
                 f"eval_seed={self.eval_seed} is a training seed (train_seed={self.train_seed} draws the pretraining grids "
                 f"and train_seed + 1 the fine-tuning grids): evaluation puzzles must come from a seed never used in "
                 "training."
+            )
+        if not float(self.proposal_temperature) >= 0.0:
+            raise SudokuInputError(
+                f"proposal_temperature={self.proposal_temperature!r} is not valid; use 0 (greedy proposals) or a value > 0."
             )
         if not isinstance(self.nfe, int) or self.nfe < 1:
             raise SudokuInputError(f"nfe={self.nfe!r} must be an int >= 1 (model forwards per puzzle).")
@@ -142,6 +150,7 @@ RECIPES: Dict[str, SudokuRecipe] = {
         size=9, hidden_size=256, num_hidden_layers=8, num_attention_heads=8,
         pretrain_steps=50_000, pretrain_batch_size=256, pretrain_learning_rate=3e-4, pretrain_warmup_steps=1000,
         finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4, num_update_tokens=4, mdm_loss_weight=5.0, head="linear",
+        proposal_temperature=1.0,
         num_eval_puzzles=2000, num_blanks=(50, 51), nfe=50, unmasking="random", num_remask=4, eval_batch_size=500,
     ),
     "tiny": SudokuRecipe(

@@ -161,7 +161,7 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
         num_proposals=recipe.num_proposals,
         mdm_loss_weight=recipe.mdm_loss_weight,
         update_selection="random",
-        proposal_temperature=1.0,
+        proposal_temperature=recipe.proposal_temperature,
         backbone_training="full",
     )
     return _train_and_save(PrismTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir)
