@@ -1,5 +1,7 @@
 """Sudoku task module: grids, generator, puzzles, validator, solver, tokenizer, CSV, datasets, backbone, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -307,3 +309,56 @@ def test_recipe_rejects_a_negative_proposal_temperature():
     with pytest.raises(SudokuInputError, match=r"proposal_temperature=-1.0 is not valid; use 0 \(greedy proposals\)"):
         get_recipe("demo", proposal_temperature=-1.0)
     assert get_recipe("demo", proposal_temperature=0.0).proposal_temperature == 0.0
+
+
+def _tiny_backbone():
+    torch.manual_seed(0)
+    return SudokuMDMForMaskedLM(SudokuMDMConfig(box_rows=2, box_cols=2, hidden_size=16, num_hidden_layers=1, num_attention_heads=2))
+
+
+def test_proposal_error_rates_bins_and_a_uniform_proposal_model():
+    from prism_hf.tasks.sudoku.diagnostics import proposal_error_rates
+
+    model = _tiny_backbone()
+    rates = proposal_error_rates(model, temperatures=[1.0, 1e4], num_grids=600, seed=5, bins=[(1, 4), (5, None)])
+    assert rates["bins"] == [[1, 4], [5, 16]]
+    assert all(n > 0 for n in rates["num_masked_cells"])
+    # At a huge temperature the proposal is uniform over the 5 tokens other than the mask (4 digits and the row
+    # separator), so 4 in 5 are wrong, whatever the grid.
+    for rate in rates["wrong_rate"][1e4]:
+        assert abs(rate - 0.8) < 0.03
+    assert model.training  # the model's mode is restored
+
+
+def test_proposal_error_rates_rejects_bad_arguments():
+    from prism_hf.tasks.sudoku.diagnostics import proposal_error_rates
+
+    model = _tiny_backbone()
+    with pytest.raises(SudokuInputError, match=r"bins: \(0, 4\) must satisfy 1 <= low <= high <= 16"):
+        proposal_error_rates(model, bins=[(0, 4)], num_grids=4)
+    with pytest.raises(SudokuInputError, match=r"temperatures=\[-1.0\] must be a non-empty list of values >= 0"):
+        proposal_error_rates(model, temperatures=[-1], num_grids=4)
+    with pytest.raises(SudokuInputError, match="num_grids=0 must be an int >= 1"):
+        proposal_error_rates(model, num_grids=0)
+    with pytest.raises(SudokuInputError, match="is not a Sudoku backbone"):
+        proposal_error_rates(torch.nn.Linear(2, 2))
+
+
+def test_proposal_errors_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sudoku_proposal_errors.py"
+    spec = importlib.util.spec_from_file_location("sudoku_proposal_errors", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _tiny_backbone().save_pretrained(tmp_path / "bb")
+    out = tmp_path / "rates.json"
+    assert script.main(["--backbone", str(tmp_path / "bb"), "--temperatures", "0", "1", "--num-grids", "50",
+                        "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "temperature | 1-4 masked | 5-8 masked | 9-16 masked" in printed
+    assert set(json.loads(out.read_text())["wrong_rate"]) == {"0.0", "1.0"}
+    with pytest.raises(SystemExit):
+        script.main(["--backbone", str(tmp_path / "missing")])
+    assert "holds no model (no config.json)" in capsys.readouterr().err

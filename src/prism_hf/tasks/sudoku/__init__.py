@@ -1,6 +1,6 @@
 """Sudoku with PRISM: grids, tokenizer, datasets, a small MDM backbone, training, evaluation and the CLI.
 
-Quick start (CPU, about ten minutes)::
+Quick start (CPU, about eleven minutes)::
 
     prism-hf sudoku demo --output-dir runs/sudoku
 

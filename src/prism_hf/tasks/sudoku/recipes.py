@@ -1,7 +1,7 @@
 """Sudoku recipes: every knob of the demo in one dataclass, with named presets.
 
 * ``demo`` (default): sized to finish pretraining, PRISM fine-tuning and the evaluation of every method in
-  about ten minutes on a 2-core CPU (see ``docs/sudoku.md`` for the measurements behind the choice).
+  about eleven minutes on a 2-core CPU (see ``docs/sudoku.md`` for the measurements behind the choice).
 * ``paper``: the PRISM paper's Sudoku setting (9x9, 50-51 blanks, k=4, lambda=5, 20k steps at batch 256,
   lr 3e-4), for a GPU.
 * ``tiny``: seconds, for tests.
