@@ -286,6 +286,16 @@ def _most_constrained(empties, rows, cols, boxes, full):
     return best, best_options, best_count
 
 
+def _toggle(grid, rows, cols, boxes, r, c, b, d):
+    """Place digit ``d`` in the empty cell ``(r, c)`` (box ``b``), or take it back out: the unit bitmasks are
+    XOR-ed, so the same call undoes itself."""
+    bit = 1 << d
+    rows[r] ^= bit
+    cols[c] ^= bit
+    boxes[b] ^= bit
+    grid[r, c] = 0 if grid[r, c] else d
+
+
 def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
     """Backtracking with the most-constrained-cell rule; appends solutions to ``found`` until ``limit``."""
     if not empties:
@@ -300,16 +310,9 @@ def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
     if rng is not None:
         rng.shuffle(digits)
     for d in digits:
-        bit = 1 << d
-        rows[r] |= bit
-        cols[c] |= bit
-        boxes[b] |= bit
-        grid[r, c] = d
+        _toggle(grid, rows, cols, boxes, r, c, b, d)
         _search(grid, spec, rows, cols, boxes, rest, full, limit, rng, found)
-        rows[r] ^= bit
-        cols[c] ^= bit
-        boxes[b] ^= bit
-        grid[r, c] = 0
+        _toggle(grid, rows, cols, boxes, r, c, b, d)
         if len(found) >= limit:
             return
 
@@ -458,16 +461,9 @@ def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget
         cost = 0 if d == want else 1
         if cost > budget:
             continue
-        bit = 1 << d
-        rows[r] |= bit
-        cols[c] |= bit
-        boxes[b] |= bit
-        grid[r, c] = d
+        _toggle(grid, rows, cols, boxes, r, c, b, d)
         _nearest_search(grid, target, spec, rows, cols, boxes, rest, full, budget - cost, nodes, node_limit, found)
-        rows[r] ^= bit
-        cols[c] ^= bit
-        boxes[b] ^= bit
-        grid[r, c] = 0
+        _toggle(grid, rows, cols, boxes, r, c, b, d)
         if nodes[0] > node_limit:
             return
 
