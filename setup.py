@@ -15,7 +15,7 @@ extras = {
     # MAUVE for the unconditional text experiment (prism_hf.evaluation.text_metrics.mauve_score).
     "text": ["mauve-text>=0.4", "faiss-cpu>=1.7", "scikit-learn>=1.3"],
     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
-    "test": ["pytest>=8.0"],
+    "test": ["pytest>=8.0", "einops>=0.7"],  # einops: the published LLaDA code, imported by the conformance tests
 }
 extras["dev"] = sorted({dep for group in ("train", "eval", "text", "docs", "test") for dep in extras[group]} | {"ruff>=0.6"})
 extras["all"] = extras["dev"]
