@@ -42,6 +42,12 @@ def load_reference_package(name: str) -> ModuleType:
     folder = REFERENCE_DIR / name
     if not (folder / "__init__.py").is_file():
         pytest.skip(f"no published model package at {folder}")
+    # The published code registers its classes with the Auto classes on import ("llada" with AutoConfig, ...), which
+    # would shadow the native ports for the rest of the test session: keep the registries as they were.
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    saved = {mapping: dict(mapping._extra_content) for mapping in (CONFIG_MAPPING, MODEL_MAPPING)}
     spec = importlib.util.spec_from_file_location(package_name, folder / "__init__.py", submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[package_name] = module
@@ -50,4 +56,8 @@ def load_reference_package(name: str) -> ModuleType:
     except Exception:
         del sys.modules[package_name]
         raise
+    finally:
+        for mapping, extra in saved.items():
+            mapping._extra_content.clear()
+            mapping._extra_content.update(extra)
     return module
