@@ -47,7 +47,7 @@ def load_reference_package(name: str) -> ModuleType:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-    saved = {mapping: dict(mapping._extra_content) for mapping in (CONFIG_MAPPING, MODEL_MAPPING)}
+    saved = [(mapping, dict(mapping._extra_content)) for mapping in (CONFIG_MAPPING, MODEL_MAPPING)]
     spec = importlib.util.spec_from_file_location(package_name, folder / "__init__.py", submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[package_name] = module
@@ -57,7 +57,7 @@ def load_reference_package(name: str) -> ModuleType:
         del sys.modules[package_name]
         raise
     finally:
-        for mapping, extra in saved.items():
+        for mapping, extra in saved:
             mapping._extra_content.clear()
             mapping._extra_content.update(extra)
     return module
