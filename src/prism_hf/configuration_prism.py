@@ -6,11 +6,12 @@ from typing import Any, Dict, Optional
 
 from transformers import PretrainedConfig
 
-__all__ = ["PrismConfig", "PRISM_FORMAT_VERSION", "BACKBONE_TRAINING_MODES"]
+__all__ = ["PrismConfig", "PRISM_FORMAT_VERSION", "BACKBONE_TRAINING_MODES", "BACKBONE_IMPLEMENTATIONS"]
 
 #: Version of the on-disk checkpoint layout. Bump when a newer layout cannot be read by older code.
 PRISM_FORMAT_VERSION = 1
 BACKBONE_TRAINING_MODES = ("full", "lora", "frozen")
+BACKBONE_IMPLEMENTATIONS = ("native", "remote")
 
 
 class PrismConfig(PretrainedConfig):
@@ -24,7 +25,13 @@ class PrismConfig(PretrainedConfig):
             `from_pretrained` reloads the backbone from here.
         backbone_revision (`str`, *optional*): Hub revision (branch, tag or commit) of the backbone.
         backbone_trust_remote_code (`bool`): Whether loading the backbone needs ``trust_remote_code=True``.
-            It is recorded, never applied silently: `from_pretrained` asks the caller to pass it.
+            It is recorded, never applied silently: `from_pretrained` asks the caller to pass it. Families with a
+            native implementation in ``prism_hf.models`` (LLaDA, Dream, MDLM) never need it.
+        backbone_implementation (`str`): ``"native"`` (default): a family with a native implementation in
+            ``prism_hf.models`` is loaded with it. ``"remote"``: the Hub's remote code is used instead (an explicit
+            opt-out that also needs ``trust_remote_code=True``).
+        backbone_dtype (`str`, *optional*): The backbone's parameter dtype when the checkpoint was saved (e.g.
+            ``"float32"``, ``"bfloat16"``). `from_pretrained` without ``dtype`` restores it.
         backbone_family (`str`, *optional*): The backbone's ``model_type``, the key of the family registry.
         backbone_training (`str`): How the backbone is trained: ``"full"``, ``"lora"`` or ``"frozen"``.
             Decides what `save_pretrained` writes.
@@ -46,6 +53,8 @@ class PrismConfig(PretrainedConfig):
         backbone_name_or_path: Optional[str] = None,
         backbone_revision: Optional[str] = None,
         backbone_trust_remote_code: bool = False,
+        backbone_implementation: str = "native",
+        backbone_dtype: Optional[str] = None,
         backbone_family: Optional[str] = None,
         backbone_training: str = "full",
         head_type: str = "mlp",
@@ -61,12 +70,18 @@ class PrismConfig(PretrainedConfig):
             raise ValueError(
                 f"backbone_training={backbone_training!r} is not valid; choose one of {list(BACKBONE_TRAINING_MODES)}."
             )
+        if backbone_implementation not in BACKBONE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"backbone_implementation={backbone_implementation!r} is not valid; choose one of {list(BACKBONE_IMPLEMENTATIONS)}."
+            )
         if hasattr(backbone_config, "to_dict"):
             backbone_config = backbone_config.to_dict()
         self.backbone_config = backbone_config
         self.backbone_name_or_path = backbone_name_or_path
         self.backbone_revision = backbone_revision
         self.backbone_trust_remote_code = bool(backbone_trust_remote_code)
+        self.backbone_implementation = backbone_implementation
+        self.backbone_dtype = backbone_dtype
         self.backbone_family = backbone_family
         self.backbone_training = backbone_training
         self.head_type = head_type

@@ -9,7 +9,9 @@ backbone config's ``model_type``:
 * whether logits are shifted by one (Dream and other AR-adapted models predict token ``i`` at ``i-1``),
 * which module's output is the last hidden state (read by a forward hook, so the backbone never
   has to return the hidden states of every layer),
-* how a 2D padding mask is passed to the backbone.
+* how a 2D padding mask is passed to the backbone,
+* whether prism_hf ships a native implementation of the architecture (``prism_hf.models``), used instead of the
+  Hub's remote code.
 
 Adding a family is one call to [`register_family`]; nothing else in the library branches on
 ``model_type``.
@@ -103,6 +105,15 @@ class BackboneFamily:
             last id of the vocabulary).
         logits_attr (`str`): Attribute of the backbone output holding the logits.
         extra_forward_kwargs (`dict`): Keyword arguments always passed to the backbone's forward.
+        native_class (`str`, *optional*): Dotted path of prism_hf's own implementation of the architecture (e.g.
+            ``"prism_hf.models.llada.LLaDAModelLM"``), registered with the Auto classes when ``prism_hf`` is
+            imported. A family that has one loads its Hub checkpoints with it, never with the Hub's remote code,
+            whatever ``trust_remote_code`` says; the remote code runs only on the explicit opt-out
+            ``backbone_implementation="remote"``.
+
+    Attention patterns other than full bidirectional attention (e.g. the block-causal attention of LLaDA2) are a
+    property of the backbone's own forward; a family that needs a different mask layout from the caller adds an
+    ``attention_mask_convention``.
     """
 
     name: str
@@ -115,6 +126,7 @@ class BackboneFamily:
     default_mask_token_id: Optional[Callable[[Any], Optional[int]]] = None
     logits_attr: str = "logits"
     extra_forward_kwargs: Dict[str, Any] = field(default_factory=dict)
+    native_class: Optional[str] = None
 
     def __post_init__(self):
         if self.attention_mask_convention not in ATTENTION_MASK_CONVENTIONS:
@@ -263,17 +275,20 @@ register_family(
         auto_class="AutoModelForMaskedLM",
     )
 )
-# LLaDA (GSAI-ML/LLaDA-8B-*; remote code): config carries mask_token_id; `model.transformer.ln_f` is the
-# final norm, whose output feeds the LM head (LLaDA's base model returns logits, not hidden states).
+# LLaDA (GSAI-ML/LLaDA-8B-*, LLaDA-1.5): config carries mask_token_id; `model.transformer.ln_f` is the final norm,
+# whose output feeds the LM head. Loaded with the native port prism_hf.models.llada (the Hub's remote code does not
+# run under transformers 5).
 register_family(
     BackboneFamily(
         name="llada",
         model_types=("llada",),
         auto_class="AutoModel",
         hidden_state_module="model.transformer.ln_f",
+        native_class="prism_hf.models.llada.LLaDAModelLM",
     )
 )
-# Dream (Dream-org/Dream-v0-*; remote code): AR-adapted, logits shifted by one; pairwise 4D mask.
+# Dream (Dream-org/Dream-v0-*-7B): AR-adapted, logits shifted by one; pairwise 4D mask plus position ids. Loaded with
+# the native port prism_hf.models.dream.
 register_family(
     BackboneFamily(
         name="dream",
@@ -282,9 +297,10 @@ register_family(
         hidden_state_module="model.norm",
         logits_shift=True,
         attention_mask_convention="4d_with_positions",
+        native_class="prism_hf.models.dream.DreamModel",
     )
 )
-# MDLM (kuleshov-group/mdlm-owt; remote code): DiT backbone without a padding mask whose forward needs a
+# MDLM (kuleshov-group/mdlm-owt; native port prism_hf.models.mdlm): DiT backbone without a padding mask whose forward needs a
 # `timesteps` tensor and returns a bare tensor unless return_dict=True; the mask token is the last
 # vocabulary id (the GPT-2 tokenizer has none); the final layer's norm output is the last hidden state.
 register_family(
@@ -296,6 +312,7 @@ register_family(
         attention_mask_convention="none_zero_timesteps",
         default_mask_token_id=_last_vocab_id,
         extra_forward_kwargs={"return_dict": True},
+        native_class="prism_hf.models.mdlm.MDLMForMaskedLM",
     )
 )
 

@@ -155,6 +155,14 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             module.register_forward_hook(_capture_hook)
             module._prism_hook_installed = True
 
+    def _hidden_state_device(self) -> torch.device:
+        """Where the head's input is computed (the hidden-state module may sit on any device of a sharded backbone)."""
+        module = self._hidden_state_module()
+        tensor = next(module.parameters(), None)
+        if tensor is None:
+            tensor = next(self._raw_backbone().parameters(), None)
+        return torch.device("cpu") if tensor is None or tensor.device.type == "meta" else tensor.device
+
     @property
     def mask_token_id(self) -> int:
         return self.config.mask_token_id
@@ -283,8 +291,10 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
                 logits = outputs[0]
             logits = self.family.align(logits)
         hidden = self.family.align(hidden)
-        head_dtype = next(self.quality_head.parameters()).dtype
-        quality_logits = self.quality_head(hidden.to(head_dtype), attention_mask).float()
+        head_param = next(self.quality_head.parameters())
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(head_param.device)
+        quality_logits = self.quality_head(hidden.to(device=head_param.device, dtype=head_param.dtype), attention_mask).float()
         output = PrismModelOutput(
             logits=logits,
             quality_logits=quality_logits,
@@ -308,6 +318,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         backbone_training: str = "full",
         revision: Optional[str] = None,
         trust_remote_code: bool = False,
+        backbone_implementation: str = "native",
         dtype: Any = None,
         **load_kwargs,
     ) -> "PrismForMaskedDiffusion":
@@ -324,20 +335,35 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             hidden_size (`int`, *optional*): Width of the last hidden state when the config does not say.
             backbone_training (`str`): ``"full"`` (default), ``"frozen"``; use `enable_lora` for LoRA.
             revision (`str`, *optional*): Hub revision of the backbone; the resolved commit is recorded.
-            trust_remote_code (`bool`): Needed for remote-code families (LLaDA, Dream, MDLM). Never turned
-                on for you.
-            dtype (*optional*): Load dtype of the backbone, e.g. ``torch.bfloat16``.
-            load_kwargs: Other `from_pretrained` arguments of the backbone (``cache_dir``, ``token``, ...).
+            trust_remote_code (`bool`): Only for backbones that prism_hf has no native implementation of (and for
+                ``backbone_implementation="remote"``). LLaDA, Dream and MDLM load with the native ports in
+                ``prism_hf.models`` and ignore it. Never turned on for you.
+            backbone_implementation (`str`): ``"native"`` (default) or ``"remote"``: the explicit opt-out that runs
+                the Hub's published remote code of a family that has a native port (it needs
+                ``trust_remote_code=True``; the published LLaDA and Dream code does not load under transformers 5).
+            dtype (*optional*): Load dtype of the backbone, e.g. ``torch.bfloat16``. When omitted, transformers 5
+                loads the dtype the checkpoint was saved in (``dtype="auto"``: bfloat16 for the LLaDA-8B and Dream-7B
+                Hub checkpoints). The quality head is always created in float32. The dtype is recorded in the
+                config, and `from_pretrained` restores it.
+            load_kwargs: Other `from_pretrained` arguments of the backbone (``cache_dir``, ``token``,
+                ``attn_implementation``, ``device_map``, ...).
         """
         get_head_class(head)  # fail early on an unknown head type
+        _check_implementation(backbone_implementation, trust_remote_code)
         reference = None
         if isinstance(backbone, (str, os.PathLike)):
             reference = str(backbone)
             backbone_model = _load_backbone(
-                reference, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, **load_kwargs
+                reference, revision=revision, trust_remote_code=trust_remote_code,
+                backbone_implementation=backbone_implementation, dtype=dtype, **load_kwargs
             )
             revision = revision or getattr(backbone_model.config, "_commit_hash", None)
         elif isinstance(backbone, nn.Module):
+            if load_kwargs or dtype is not None:
+                raise ValueError(
+                    f"dtype / loading arguments {sorted(load_kwargs) + (['dtype'] if dtype is not None else [])} only apply "
+                    "when backbone is a Hub id or a path; cast or place the loaded model yourself."
+                )
             backbone_model = backbone
             name = getattr(getattr(backbone, "config", None), "_name_or_path", "") or ""
             reference = name or None
@@ -349,16 +375,19 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         if _is_peft_model(backbone_model):
             raise ValueError("Pass the plain backbone and call .enable_lora(...) on the PRISM model instead of a PeftModel.")
         family = get_family(getattr(backbone_model.config, "model_type", None) or "")
+        uses_remote_code = _uses_remote_code(family, trust_remote_code, backbone_implementation)
         if mask_token_id is None and tokenizer is None and reference is not None:
             cfg_has_mask = getattr(backbone_model.config, family.mask_token_id_attr, None) is not None
             if not cfg_has_mask:
-                tokenizer = _try_load_tokenizer(reference, revision=revision, trust_remote_code=trust_remote_code)
+                tokenizer = _try_load_tokenizer(reference, revision=revision, trust_remote_code=uses_remote_code)
         mask_id = resolve_mask_token_id(family, backbone_model.config, tokenizer=tokenizer, mask_token_id=mask_token_id)
         config = PrismConfig(
             backbone_config=backbone_model.config.to_dict(),
             backbone_name_or_path=reference,
             backbone_revision=revision,
-            backbone_trust_remote_code=trust_remote_code,
+            backbone_trust_remote_code=uses_remote_code,
+            backbone_implementation=backbone_implementation,
+            backbone_dtype=_dtype_name(_parameter_dtype(backbone_model)),
             backbone_family=backbone_model.config.model_type,
             backbone_training="full",
             head_type=head,
@@ -368,11 +397,9 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             vocab_size=vocab_size_of(backbone_model.config),
         )
         model = cls(config, backbone=backbone_model)
-        backbone_param = next(backbone_model.parameters(), None)
-        if backbone_param is not None:
-            # The head stays float32 (it is tiny, and its BCE is sensitive to precision); the forward casts the
-            # hidden state to the head's dtype.
-            model.quality_head.to(device=backbone_param.device)
+        # The head stays float32 (it is tiny, and its BCE is sensitive to precision) on the device of the hidden state
+        # it reads; the forward casts the hidden state to the head's dtype.
+        model.quality_head.to(device=model._hidden_state_device())
         if backbone_training != "full":
             model.set_backbone_training(backbone_training)
         return model
@@ -436,6 +463,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         if is_lora:
             self.backbone.save_pretrained(str(save_directory / ADAPTER_DIRNAME))
         self.config.backbone_weights_saved = saves_backbone
+        self.config.backbone_dtype = _dtype_name(_parameter_dtype(self._raw_backbone()))
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
         (save_directory / "README.md").write_text(_model_card(self.config, list(to_save)), encoding="utf-8")
@@ -486,6 +514,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         *model_args,
         backbone: Union[None, str, os.PathLike, nn.Module] = None,
         trust_remote_code: Optional[bool] = None,
+        backbone_implementation: Optional[str] = None,
         dtype: Any = None,
         revision: Optional[str] = None,
         is_trainable: bool = False,
@@ -501,56 +530,61 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         Args:
             pretrained_model_name_or_path: Folder or Hub repo id of the PRISM checkpoint.
             backbone (*optional*): Backbone to use instead of the recorded reference.
-            trust_remote_code (`bool`, *optional*): Must be ``True`` when the backbone family needs remote code.
-            dtype (*optional*): Cast the model to this dtype (``"auto"`` keeps the stored dtypes).
+            trust_remote_code (`bool`, *optional*): Must be ``True`` when the backbone runs remote code (a family
+                without a native port in ``prism_hf.models``, or ``backbone_implementation="remote"``).
+            backbone_implementation (`str`, *optional*): ``"native"`` or ``"remote"``; defaults to what the
+                checkpoint recorded (``"native"`` for checkpoints written before it was recorded).
+            dtype (*optional*): The backbone's dtype. When omitted, the dtype recorded at save time is restored
+                exactly (checkpoints that predate the record load as transformers would: ``"auto"``). ``"auto"``
+                keeps the dtype stored with the backbone's weights. The quality head keeps its saved dtype.
             revision (`str`, *optional*): Revision of the PRISM checkpoint repo.
             is_trainable (`bool`): Load the LoRA adapter as trainable (to continue training).
             device (*optional*): Move the model there after loading.
+            kwargs: ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` apply to the checkpoint and the
+                backbone; ``subfolder`` to the checkpoint; ``device_map`` places a backbone loaded by reference (a
+                backbone stored in the checkpoint accepts a single device); every other keyword
+                (``attn_implementation``, ``low_cpu_mem_usage``, ``max_memory``, ``use_safetensors``, ...) is passed on
+                to the backbone's ``from_pretrained``.
         """
         kwargs.pop("config", None)  # given by AutoModel; we always read our own config.json
-        for unused in ("use_safetensors", "_from_auto", "_from_pipeline", "low_cpu_mem_usage", "attn_implementation",
-                       "adapter_kwargs", "code_revision", "_commit_hash", "proxies", "user_agent"):
-            kwargs.pop(unused, None)
-        # diffusers' pipeline loader (DiffusionPipeline.from_pretrained) passes placement arguments, None when unused.
-        device_map = kwargs.pop("device_map", None)
-        if device_map == "auto" and device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif isinstance(device_map, (str, torch.device)) and device is None:
-            device = device_map
-        elif device_map is not None and not isinstance(device_map, (str, torch.device)):
-            raise ValueError(f"device_map={device_map!r} is not supported; pass a single device (device='cuda:0').")
-        for placement in ("max_memory", "offload_folder", "offload_state_dict"):
-            if kwargs.pop(placement, None) not in (None, False):
-                raise ValueError(f"{placement} is not supported by PrismForMaskedDiffusion.from_pretrained.")
-        hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
-        if kwargs:
-            raise TypeError(f"Unexpected keyword arguments for PrismForMaskedDiffusion.from_pretrained: {sorted(kwargs)}.")
-        folder = _resolve_checkpoint_folder(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        version = raw.get("prism_format_version", 0)
-        if raw.get("model_type") != PrismConfig.model_type:
-            raise ValueError(
-                f"{str(pretrained_model_name_or_path)!r} is not a PRISM checkpoint (model_type={raw.get('model_type')!r}). "
-                "To wrap a plain backbone use PrismForMaskedDiffusion.from_backbone(...)."
-            )
-        if version > PRISM_FORMAT_VERSION:
-            raise ValueError(
-                f"Checkpoint {str(pretrained_model_name_or_path)!r} has prism_format_version={version}, newer than the "
-                f"{PRISM_FORMAT_VERSION} this prism_hf reads. Upgrade prism_hf (pip install -U prism-hf)."
-            )
+        for internal in ("_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs", "code_revision"):
+            kwargs.pop(internal, None)
+        if "torch_dtype" in kwargs:  # the transformers 4 name, still sent by some loaders (diffusers)
+            torch_dtype = kwargs.pop("torch_dtype")
+            dtype = torch_dtype if dtype is None else dtype
+        checkpoint_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+        shared_hub_kwargs = {k: v for k, v in checkpoint_kwargs.items() if k != "subfolder"}
+        backbone_kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        folder = _resolve_checkpoint_folder(pretrained_model_name_or_path, revision=revision, **checkpoint_kwargs)
+        raw = _read_checkpoint_config(folder, pretrained_model_name_or_path)
         config = PrismConfig.from_dict(raw)
         family = get_family(config.backbone_family)
+        implementation = backbone_implementation or raw.get("backbone_implementation", "native")
+        _check_implementation(implementation, trust_remote_code)
+        if dtype is None:
+            dtype = raw.get("backbone_dtype")  # None for older checkpoints: transformers' default
+        torch_dtype = _as_torch_dtype(dtype)
         stored_backbone = bool(raw.get("backbone_weights_saved", config.backbone_name_or_path is None))
         adapter_dir = folder / ADAPTER_DIRNAME
 
         if isinstance(backbone, nn.Module):
+            if backbone_kwargs:
+                raise ValueError(f"Loading arguments {sorted(backbone_kwargs)} do not apply to a loaded backbone= model.")
             backbone_model = backbone
         elif backbone is not None:
-            backbone_model = _load_backbone(str(backbone), trust_remote_code=bool(trust_remote_code), dtype=dtype)
+            backbone_model = _load_backbone(
+                str(backbone), trust_remote_code=bool(trust_remote_code), backbone_implementation=implementation,
+                dtype=dtype, **shared_hub_kwargs, **backbone_kwargs,
+            )
         elif stored_backbone:
-            backbone_model = _backbone_from_config(config, family, trust_remote_code=trust_remote_code)
+            device = _single_device(backbone_kwargs.pop("device_map", None), device)
+            backbone_model = _backbone_from_config(
+                config, family, trust_remote_code=trust_remote_code, backbone_implementation=implementation, **backbone_kwargs
+            )
+            if torch_dtype is not None:
+                backbone_model.to(dtype=torch_dtype)
         else:
-            if config.backbone_trust_remote_code and trust_remote_code is not True:
+            if _uses_remote_code(family, config.backbone_trust_remote_code, implementation) and trust_remote_code is not True:
                 raise ValueError(
                     f"The backbone {config.backbone_name_or_path!r} of this checkpoint runs remote code. Pass "
                     "trust_remote_code=True to from_pretrained if you trust it (it is never turned on for you)."
@@ -560,7 +594,10 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
                     config.backbone_name_or_path,
                     revision=config.backbone_revision,
                     trust_remote_code=bool(trust_remote_code),
+                    backbone_implementation=implementation,
                     dtype=dtype,
+                    **shared_hub_kwargs,
+                    **backbone_kwargs,
                 )
             except (OSError, ValueError) as err:
                 raise OSError(
@@ -574,11 +611,15 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             backbone_model = PeftModel.from_pretrained(backbone_model, str(adapter_dir), is_trainable=is_trainable)
         model = cls(config, backbone=backbone_model)
         state = load_file(str(folder / CHECKPOINT_WEIGHTS_NAME))
+        head_dtypes = {tensor.dtype for key, tensor in state.items() if key.startswith("quality_head.")}
+        if len(head_dtypes) == 1:
+            model.quality_head.to(dtype=head_dtypes.pop())
+        model.quality_head.to(device=model._hidden_state_device())
         model._load_checkpoint_state(state, stored_backbone=stored_backbone)
-        if dtype is not None and dtype != "auto":
-            model.to(dtype=dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype))
         if device is not None:
             model.to(device)
+        model.config.backbone_implementation = implementation
+        model.config.backbone_dtype = _dtype_name(_parameter_dtype(model._raw_backbone()))
         model.eval()
         return model
 
@@ -614,31 +655,159 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
 
 
 # ----- helpers ----------------------------------------------------------------------------------------
-def _load_backbone(name_or_path: str, *, revision=None, trust_remote_code=False, dtype=None, **load_kwargs) -> PreTrainedModel:
-    import transformers
+# Errors the published remote code of LLaDA and Dream raises under transformers 5 (see prism_hf.models).
+_KNOWN_REMOTE_CODE_FAILURES = (
+    "all_tied_weights_keys",
+    "recompute_mapping",
+    "use_cache",
+    "ROPE_INIT_FUNCTIONS",
+    "KeyError: 'default'",
+    "_tied_weights_keys",
+    "validate()",
+)
 
-    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code, **load_kwargs)
-    family = get_family(config.model_type)
-    auto_cls = getattr(transformers, family.auto_class)
-    if dtype is not None:
-        load_kwargs["dtype"] = dtype
-    return auto_cls.from_pretrained(
-        name_or_path, config=config, revision=revision, trust_remote_code=trust_remote_code, **load_kwargs
+
+def _check_implementation(backbone_implementation: str, trust_remote_code: Optional[bool]) -> None:
+    from .configuration_prism import BACKBONE_IMPLEMENTATIONS
+
+    if backbone_implementation not in BACKBONE_IMPLEMENTATIONS:
+        raise ValueError(
+            f"backbone_implementation={backbone_implementation!r} is not valid; choose one of "
+            f"{list(BACKBONE_IMPLEMENTATIONS)} ('native': prism_hf's port where there is one; 'remote': the Hub's code)."
+        )
+    if backbone_implementation == "remote" and trust_remote_code is not True:
+        raise ValueError(
+            "backbone_implementation='remote' runs the Hub's published model code: pass trust_remote_code=True as well "
+            "if you trust it (it is never turned on for you)."
+        )
+
+
+def _uses_remote_code(family: BackboneFamily, trust_remote_code: Optional[bool], backbone_implementation: str) -> bool:
+    """Whether the backbone is (to be) built from remote code: never for a family with a native port unless the
+    caller opted out with ``backbone_implementation="remote"``."""
+    if family.native_class is not None:
+        return backbone_implementation == "remote"
+    return bool(trust_remote_code)
+
+
+def _parameter_dtype(module: nn.Module) -> Optional[torch.dtype]:
+    """The dtype of the module's first floating-point parameter (buffers such as RoPE tables are not counted)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
+def _as_torch_dtype(dtype: Any) -> Optional[torch.dtype]:
+    """``torch.bfloat16``, ``"bfloat16"`` or ``"torch.bfloat16"`` -> ``torch.bfloat16``; ``None`` / ``"auto"`` -> ``None``."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return None if dtype == "auto" else dtype
+    value = getattr(torch, str(dtype).replace("torch.", ""), None) if isinstance(dtype, str) else None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(
+            f"dtype={dtype!r} is not a floating-point torch dtype; pass e.g. torch.bfloat16, 'bfloat16', 'float32' or 'auto'."
+        )
+    return value
+
+
+def _single_device(device_map: Any, device: Any) -> Any:
+    """A backbone stored in the checkpoint is built in this process: it accepts one device, not a sharding plan."""
+    if device_map is None:
+        return device
+    if device_map == "auto":
+        return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device_map, (str, torch.device, int)):
+        return device or device_map
+    raise ValueError(
+        f"device_map={device_map!r}: this checkpoint stores its backbone's weights, which load on one device; pass "
+        "device_map='cuda:0' (or device=). A sharding plan works for checkpoints whose backbone is loaded by reference."
     )
 
 
-def _backbone_from_config(config: PrismConfig, family: BackboneFamily, trust_remote_code: Optional[bool] = None) -> PreTrainedModel:
+def _read_checkpoint_config(folder: Path, name_or_path: Any) -> Dict[str, Any]:
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(name_or_path)!r}: config.json is not valid JSON ({err}); the checkpoint is damaged.") from err
+    if not isinstance(raw, dict) or raw.get("model_type") != PrismConfig.model_type:
+        found = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(
+            f"{str(name_or_path)!r} is not a PRISM checkpoint (model_type={found!r}). "
+            "To wrap a plain backbone use PrismForMaskedDiffusion.from_backbone(...)."
+        )
+    version = raw.get("prism_format_version", 0)
+    if version > PRISM_FORMAT_VERSION:
+        raise ValueError(
+            f"Checkpoint {str(name_or_path)!r} has prism_format_version={version}, newer than the "
+            f"{PRISM_FORMAT_VERSION} this prism_hf reads. Upgrade prism_hf (pip install -U prism-hf)."
+        )
+    return raw
+
+
+def _load_backbone(
+    name_or_path: str, *, revision=None, trust_remote_code=False, backbone_implementation: str = "native", dtype=None,
+    **load_kwargs,
+) -> PreTrainedModel:
+    """Load a backbone from the Hub or a folder with its family's Auto class.
+
+    A family with a native port in ``prism_hf.models`` is loaded with it (``trust_remote_code`` is not needed and is
+    not passed on, so the Hub's ``auto_map`` is never followed) unless ``backbone_implementation="remote"``.
+    Weights load from safetensors unless the caller passes ``use_safetensors=False``.
+    """
+    import transformers
+    from transformers import PretrainedConfig
+
+    hub_kwargs = {k: load_kwargs[k] for k in ("cache_dir", "token", "local_files_only", "force_download") if k in load_kwargs}
+    raw_config, _ = PretrainedConfig.get_config_dict(name_or_path, revision=revision, **hub_kwargs)
+    family = get_family(raw_config.get("model_type") or "")
+    remote = _uses_remote_code(family, trust_remote_code, backbone_implementation)
+    if remote and not trust_remote_code:
+        raise ValueError(
+            f"The backbone {name_or_path!r} (model_type={raw_config.get('model_type')!r}) needs its remote code: pass "
+            "trust_remote_code=True if you trust it (it is never turned on for you)."
+        )
+    torch_dtype = _as_torch_dtype(dtype)
+    load_kwargs["dtype"] = torch_dtype if torch_dtype is not None else load_kwargs.get("dtype", "auto")
+    load_kwargs.setdefault("use_safetensors", True)
+    auto_cls = getattr(transformers, family.auto_class)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=remote, **hub_kwargs)
+        return auto_cls.from_pretrained(name_or_path, config=config, revision=revision, trust_remote_code=remote, **load_kwargs)
+    except (AttributeError, TypeError, KeyError) as err:
+        text = f"{type(err).__name__}: {err}"
+        if remote and family.native_class is not None and any(marker in text for marker in _KNOWN_REMOTE_CODE_FAILURES):
+            raise RuntimeError(
+                f"The published remote code of the {family.name!r} backbone {name_or_path!r} failed under transformers "
+                f"{transformers.__version__} ({text}). That code predates transformers 5; prism_hf ships a native port, "
+                f"{family.native_class}, which loads the same checkpoint: drop backbone_implementation='remote' (the "
+                "default is 'native')."
+            ) from err
+        raise
+
+
+def _backbone_from_config(
+    config: PrismConfig, family: BackboneFamily, trust_remote_code: Optional[bool] = None,
+    backbone_implementation: str = "native", **config_kwargs,
+) -> PreTrainedModel:
+    """Build an empty backbone of the recorded architecture (its weights come from the PRISM checkpoint)."""
     import transformers
 
     if not config.backbone_config:
         raise ValueError("PrismConfig.backbone_config is empty; cannot rebuild the backbone.")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    unsupported = sorted(set(config_kwargs) - {"attn_implementation"})
+    if unsupported:
+        raise TypeError(
+            f"Unexpected keyword arguments {unsupported} for a checkpoint that stores its backbone's weights (only "
+            "attn_implementation, dtype and a single device apply)."
+        )
     backbone_dict = dict(config.backbone_config)
     model_type = backbone_dict.pop("model_type", config.backbone_family)
     auto_cls = getattr(transformers, family.auto_class)
-    if model_type in CONFIG_MAPPING:
-        return auto_cls.from_config(AutoConfig.for_model(model_type, **backbone_dict))
+    if model_type in CONFIG_MAPPING and not _uses_remote_code(family, trust_remote_code, backbone_implementation):
+        return auto_cls.from_config(AutoConfig.for_model(model_type, **backbone_dict), **config_kwargs)
     # A remote-code family: its config class lives with the backbone reference, not in transformers.
     reference = config.backbone_name_or_path
     if reference is None:
@@ -656,8 +825,7 @@ def _backbone_from_config(config: PrismConfig, family: BackboneFamily, trust_rem
     for key, value in backbone_dict.items():
         if not key.startswith("_") and key not in ("auto_map", "architectures", "transformers_version"):
             setattr(backbone_config, key, value)
-    return auto_cls.from_config(backbone_config, trust_remote_code=True)
-
+    return auto_cls.from_config(backbone_config, trust_remote_code=True, **config_kwargs)
 
 def _try_load_tokenizer(name_or_path: str, revision=None, trust_remote_code=False):
     try:
