@@ -22,6 +22,7 @@ from .grids import (
     solve,
     wrong_cells,
 )
+from .heldout import GridIndex, GridSource, HeldOutPuzzles, held_out_puzzles, training_overlap
 from .modeling import SudokuMDMConfig, SudokuMDMForMaskedLM
 from .recipes import RECIPES, SudokuRecipe, get_recipe
 from .tokenization import SudokuTokenizer, load_puzzles_csv, save_puzzles_csv
@@ -45,6 +46,11 @@ __all__ = [
     "rule_conflicts",
     "nearest_completions",
     "wrong_cells",
+    "GridSource",
+    "GridIndex",
+    "HeldOutPuzzles",
+    "held_out_puzzles",
+    "training_overlap",
     "load_puzzles_csv",
     "save_puzzles_csv",
     "build_training_dataset",

@@ -4,7 +4,8 @@ Output folder layout (each stage is skipped when its output exists, so a killed 
 
     DIR/backbone/           pretrained MDM (SudokuMDMForMaskedLM) + sudoku_recipe.json
     DIR/prism/              PRISM checkpoint (PrismForMaskedDiffusion) + sudoku_recipe.json
-    DIR/eval_puzzles.csv    the held-out puzzles (eval seed), in the 89-token-style CSV format
+    DIR/eval_puzzles.csv    the held-out puzzles (eval seed, no completion a training grid), one token row per line
+    DIR/eval_solutions.csv  the grid each held-out puzzle was cut from (one reference solution; there may be others)
     DIR/eval_cache/         one JSON per finished (method, NFE)
     DIR/results.json        the table, quality AUROC, calibration, timings
     DIR/quality_grids.png   completed grids with wrong / low-quality cells highlighted
@@ -19,19 +20,24 @@ import time
 from typing import Dict, Optional, Sequence
 
 
-from .grids import SudokuInputError, generate_solved_grids, make_puzzles
+from .grids import SudokuInputError
+from .heldout import HeldOutPuzzles, held_out_puzzles
 from .recipes import SudokuRecipe
 from .tokenization import load_puzzles_csv, save_puzzles_csv
 
 __all__ = ["eval_puzzles", "run_evaluation", "run_demo", "write_report"]
 
 
-def eval_puzzles(recipe: SudokuRecipe):
-    """The held-out puzzles of a recipe and their solutions, from ``recipe.eval_seed`` only."""
-    solutions = generate_solved_grids(recipe.num_eval_puzzles, recipe.spec, seed=recipe.eval_seed, pool_size=64)
-    puzzles = make_puzzles(solutions, recipe.num_blanks, seed=recipe.eval_seed + 1, unique=recipe.unique_puzzles,
-                           spec=recipe.spec)
-    return puzzles, solutions
+def eval_puzzles(recipe: SudokuRecipe, checkpoint: Optional[str] = None) -> HeldOutPuzzles:
+    """The held-out puzzles of a recipe (from ``recipe.eval_seed``), none of whose completions is a grid the
+    checkpoint was trained on (its recorded training grids; the recipe's own without a checkpoint).
+
+    See [`held_out_puzzles`].
+    """
+    from .train import checkpoint_training_sources
+
+    sources = checkpoint_training_sources(checkpoint, recipe) if checkpoint is not None else None
+    return held_out_puzzles(recipe, sources=sources)
 
 
 def write_report(result: Dict, output: str, figures_dir: Optional[str] = None,
@@ -72,10 +78,15 @@ def run_evaluation(checkpoint: str, recipe: Optional[SudokuRecipe] = None, puzzl
                 f"checkpoint={checkpoint!r} is a {model_spec.name} Sudoku model but puzzles={puzzles_path!r} holds "
                 f"{puzzles.shape[-1]}x{puzzles.shape[-1]} grids; evaluate it with a checkpoint of that size."
             )
+        held_out = None
     else:
-        puzzles, solutions = eval_puzzles(recipe)
-    return evaluate(model, puzzles, recipe, solutions=solutions, methods=methods, nfe=nfe, cache_dir=cache_dir,
-                    show_progress=show_progress)
+        held_out = eval_puzzles(recipe, checkpoint)
+        puzzles, solutions = held_out.puzzles, held_out.solutions
+    result = evaluate(model, puzzles, recipe, solutions=solutions, methods=methods, nfe=nfe, cache_dir=cache_dir,
+                      show_progress=show_progress)
+    if held_out is not None:
+        result["held_out"] = held_out.report
+    return result
 
 
 def run_demo(output_dir: str, recipe: SudokuRecipe, methods: Optional[Sequence[str]] = None,
@@ -110,8 +121,14 @@ def run_demo(output_dir: str, recipe: SudokuRecipe, methods: Optional[Sequence[s
     print_fn(f"[2/3] PRISM fine-tuning -> {prism_dir}")
     timed("finetune_s", finetune, recipe, backbone_dir, prism_dir, show_progress)
     print_fn("[3/3] evaluation on held-out puzzles (eval seed never used in training)")
-    puzzles, solutions = eval_puzzles(recipe)
+    held_out = timed("held_out_s", eval_puzzles, recipe, prism_dir)
+    puzzles, solutions = held_out.puzzles, held_out.solutions
+    report = held_out.report
+    print_fn(f"      {len(puzzles)} held-out puzzles from {report['num_candidates']} candidates; rejected because a "
+             f"training grid completes them: {report['num_rejected_solution_in_training']} (their own solution) + "
+             f"{report['num_rejected_completion_in_training']} (another completion)")
     save_puzzles_csv(os.path.join(output_dir, "eval_puzzles.csv"), puzzles)
+    save_puzzles_csv(os.path.join(output_dir, "eval_solutions.csv"), solutions)
 
     def evaluate_stage():
         from .evaluation import evaluate
@@ -125,6 +142,7 @@ def run_demo(output_dir: str, recipe: SudokuRecipe, methods: Optional[Sequence[s
     timing["total_s"] = round(sum(v for k, v in timing.items() if k.endswith("_s") and k != "total_s"), 1)
     result["timing"] = timing
     result["recipe"] = recipe.to_dict()
+    result["held_out"] = report
     result["checkpoint"] = prism_dir
     result["puzzles"] = os.path.join(output_dir, "eval_puzzles.csv")
     write_report(result, os.path.join(output_dir, "results.json"), figures_dir=output_dir,

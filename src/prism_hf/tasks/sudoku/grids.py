@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -353,7 +353,7 @@ def _symmetry_index(rng: np.random.Generator, num: int, blocks: int, per_block: 
     return (block_order[:, :, None] * per_block + inner).reshape(num, blocks * per_block)
 
 
-def generate_solved_grids(num: int, spec: Union[SudokuSpec, int] = 9, seed: Optional[int] = 0,
+def generate_solved_grids(num: int, spec: Union[SudokuSpec, int] = 9, seed: Union[int, Sequence[int], None] = 0,
                           pool_size: int = 64) -> np.ndarray:
     """``num`` random valid solved grids, shape ``(num, n, n)``, dtype ``int64``.
 
@@ -367,7 +367,8 @@ def generate_solved_grids(num: int, spec: Union[SudokuSpec, int] = 9, seed: Opti
     Args:
         num (`int`): Number of grids.
         spec (`SudokuSpec` or `int`): Grid shape or size (4, 6, 9, ...).
-        seed (`int`, *optional*): Seed of a `numpy.random.Generator`; the same seed gives the same grids.
+        seed (`int` or `Sequence[int]`, *optional*): Seed of a `numpy.random.Generator` (a sequence of ints is a
+            seed sequence, e.g. ``(seed, round)``); the same seed gives the same grids.
         pool_size (`int`): Number of backtracking seed grids.
     """
     spec = _as_spec(spec)
@@ -393,14 +394,14 @@ def generate_solved_grids(num: int, spec: Union[SudokuSpec, int] = 9, seed: Opti
     return grids
 
 
-def make_puzzles(solutions: np.ndarray, num_blanks: Union[int, Tuple[int, int]], seed: Optional[int] = 0,
+def make_puzzles(solutions: np.ndarray, num_blanks: Union[int, Tuple[int, int]], seed: Union[int, Sequence[int], None] = 0,
                  unique: bool = False, spec: Union[SudokuSpec, int, None] = None) -> np.ndarray:
     """Blank cells of solved grids to make puzzles (0 = blank).
 
     Args:
         solutions (`np.ndarray` of shape `(B, n, n)`): Solved grids.
         num_blanks (`int` or `(low, high)`): Blanks per puzzle, or an inclusive range drawn per puzzle.
-        seed (`int`, *optional*): Seed of the blank positions.
+        seed (`int` or `Sequence[int]`, *optional*): Seed of the blank positions.
         unique (`bool`): Keep only a unique solution: blanks are removed in random order and a blank
             that would allow a second solution is restored (so a puzzle may end with fewer blanks
             than asked). Plain Python backtracking per puzzle: fine for thousands of 4x4/6x6 puzzles or

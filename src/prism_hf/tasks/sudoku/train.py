@@ -8,9 +8,10 @@ and the final weights are kept (no checkpoint selection).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
 from transformers.utils import logging
@@ -18,12 +19,13 @@ from transformers.utils import logging
 from ...modeling_prism import PrismForMaskedDiffusion
 from .data import build_training_dataset
 from .grids import SudokuInputError
+from .heldout import GridSource, finetuning_source, load_training_sources, pretraining_source, save_training_sources
 from .modeling import SudokuMDMConfig, SudokuMDMForMaskedLM
 from .recipes import RECIPE_FILENAME, SudokuRecipe
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["build_backbone", "pretrain", "finetune", "stage_done", "load_backbone", "load_prism"]
+__all__ = ["build_backbone", "pretrain", "finetune", "stage_done", "load_backbone", "load_prism", "checkpoint_training_sources"]
 
 
 def stage_done(directory: str) -> bool:
@@ -101,11 +103,34 @@ def _last_checkpoint(work_dir: str) -> Optional[str]:
     return get_last_checkpoint(work_dir) if os.path.isdir(work_dir) else None
 
 
-def _train_and_save(trainer, recipe: SudokuRecipe, work_dir: str, output_dir: str) -> str:
-    """Train (resuming from the last checkpoint in ``work_dir``), save the model and then the recipe (which marks
-    the stage finished), and drop the Trainer checkpoints."""
+def checkpoint_training_sources(directory: str, recipe: Optional[SudokuRecipe] = None) -> List[GridSource]:
+    """The training grids behind the weights in ``directory`` (a backbone or a PRISM checkpoint).
+
+    Read from its ``training_data.json``; for a folder written before that file existed, derived from its own
+    ``sudoku_recipe.json`` (else from ``recipe``): pretraining grids for a backbone, pretraining and fine-tuning
+    grids for a PRISM checkpoint.
+    """
+    sources = load_training_sources(directory)
+    if sources is not None:
+        return sources
+    if os.path.isfile(os.path.join(directory, RECIPE_FILENAME)):
+        recipe = SudokuRecipe.load(directory)
+    elif recipe is None:
+        raise SudokuInputError(
+            f"{directory!r} records no training data ({RECIPE_FILENAME} and training_data.json are missing), so held-out "
+            "puzzles cannot be kept apart from its training grids; pass the recipe it was trained with."
+        )
+    with open(os.path.join(directory, "config.json")) as f:
+        is_backbone = json.load(f).get("model_type") == SudokuMDMConfig.model_type
+    return [pretraining_source(recipe)] + ([] if is_backbone else [finetuning_source(recipe)])
+
+
+def _train_and_save(trainer, recipe: SudokuRecipe, work_dir: str, output_dir: str, sources: Sequence[GridSource]) -> str:
+    """Train (resuming from the last checkpoint in ``work_dir``), save the model, the training-grid sources and
+    then the recipe (which marks the stage finished), and drop the Trainer checkpoints."""
     trainer.train(resume_from_checkpoint=_last_checkpoint(work_dir))
     trainer.model.save_pretrained(output_dir)
+    save_training_sources(output_dir, sources)
     recipe.save(output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return output_dir
@@ -125,13 +150,14 @@ def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) 
         logger.warning("pretrain: %s is finished; skipping (delete it to retrain).", output_dir)
         return output_dir
     model = build_backbone(recipe)
-    dataset = build_training_dataset(recipe.pretrain_steps * recipe.pretrain_batch_size, recipe.spec, seed=recipe.train_seed)
+    source = pretraining_source(recipe)
+    dataset = build_training_dataset(source.num_grids, recipe.spec, seed=source.seed, pool_size=source.pool_size)
     work_dir = os.path.join(output_dir, "work")
     args = MaskedDiffusionTrainingArguments(
         **_training_kwargs(recipe, work_dir, recipe.pretrain_steps, recipe.pretrain_batch_size,
                            recipe.pretrain_learning_rate, recipe.pretrain_warmup_steps, show_progress)
     )
-    return _train_and_save(MDMTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir)
+    return _train_and_save(MDMTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir, [source])
 
 
 def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_progress: bool = True) -> str:
@@ -149,9 +175,11 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
     torch.manual_seed(recipe.train_seed + 1)
     model = PrismForMaskedDiffusion.from_backbone(backbone, head=recipe.head)
     # Training grids for this stage come from another stream of the training seed (never the eval seed).
-    dataset = build_training_dataset(
-        recipe.finetune_steps * recipe.finetune_batch_size, recipe.spec, seed=recipe.train_seed + 1
-    )
+    source = finetuning_source(recipe)
+    dataset = build_training_dataset(source.num_grids, recipe.spec, seed=source.seed, pool_size=source.pool_size)
+    # The checkpoint records the grids of both stages (the backbone's as it recorded them), so that held-out
+    # puzzles can be kept apart from all of them.
+    sources = checkpoint_training_sources(backbone_dir, recipe) + [source]
     work_dir = os.path.join(output_dir, "work")
     args = PrismTrainingArguments(
         **_training_kwargs(recipe, work_dir, recipe.finetune_steps, recipe.finetune_batch_size,
@@ -164,4 +192,4 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
         proposal_temperature=recipe.proposal_temperature,
         backbone_training="full",
     )
-    return _train_and_save(PrismTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir)
+    return _train_and_save(PrismTrainer(model=model, args=args, train_dataset=dataset), recipe, work_dir, output_dir, sources)
