@@ -28,6 +28,70 @@ def _nfe_list(text: str) -> int:
     return value
 
 
+def _num_threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--num-threads {text!r} is not an integer; pass 0 (torch's default) or a count >= 1.")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--num-threads {value} is not valid; pass 0 (torch's default) or a count >= 1.")
+    return value
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _check_creatable(path: str, flag: str) -> None:
+    """The folders above ``path`` exist or can be created, and the nearest existing one is a writable folder."""
+    from .grids import SudokuInputError
+
+    base = _nearest_existing(os.path.dirname(os.path.abspath(path)) or ".")
+    if not os.path.isdir(base):
+        raise SudokuInputError(f"{flag} {path!r} cannot be created: {base!r} is a file, not a folder.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise SudokuInputError(f"{flag} {path!r} cannot be created: the folder {base!r} is not writable.")
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Raise `SudokuInputError` unless ``path`` can be written as a file (checked before any work is done)."""
+    from .grids import SudokuInputError
+
+    if os.path.isdir(path):
+        raise SudokuInputError(
+            f"{flag} {path!r} is a folder; pass a file path for the results, e.g. {os.path.join(path, 'results.json')!r}."
+        )
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise SudokuInputError(f"{flag} {path!r} exists and is not writable.")
+        return
+    _check_creatable(path, flag)
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Raise `SudokuInputError` unless ``path`` is (or can be created as) a writable folder."""
+    from .grids import SudokuInputError
+
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise SudokuInputError(f"{flag} {path!r} is a file; pass a folder.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SudokuInputError(f"{flag} {path!r} is not a writable folder.")
+        return
+    _check_creatable(path, flag)
+
+
+def _default_cache_dir(output: str) -> str:
+    root, _ = os.path.splitext(output)
+    return f"{root}_cache"
+
+
 def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> None:
     group = parser.add_argument_group("recipe (defaults from --recipe)")
     group.add_argument("--recipe", default="demo", choices=["demo", "paper", "tiny"],
@@ -62,7 +126,7 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
     group.add_argument("--num-remask", type=int, default=None, help="Tokens remasked per step.")
     group.add_argument("--eval-batch-size", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    parser.add_argument("--num-threads", type=int, default=1,
+    parser.add_argument("--num-threads", type=_num_threads, default=1,
                         help="torch CPU threads (default 1: with a model this small, more threads mostly wait on each other, "
                         "and on a shared 2-core machine 2 threads ran 4-6x slower than 1). 0 keeps torch's default.")
 
@@ -113,6 +177,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     recipe = _recipe(args)
+    check_output_dir(args.output_dir, "--output-dir")
     run_demo(args.output_dir, recipe, methods=args.methods, nfe=args.nfe, show_progress=not args.no_progress)
     return 0
 
@@ -122,6 +187,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain
 
     recipe = _recipe(args)
+    check_output_dir(args.output_dir, "--output-dir")
     path = pretrain(recipe, args.output_dir, show_progress=not args.no_progress)
     print(f"backbone saved to {path}")
     return 0
@@ -136,6 +202,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if args.size is None and os.path.isfile(os.path.join(args.backbone, "sudoku_recipe.json")):
         # The backbone's grid and architecture come from its own recipe; the command line overrides the rest.
         recipe = _recipe(args, base=SudokuRecipe.load(args.backbone))
+    check_output_dir(args.output_dir, "--output-dir")
     path = finetune(recipe, args.backbone, args.output_dir, show_progress=not args.no_progress)
     print(f"PRISM checkpoint saved to {path}")
     return 0
@@ -149,8 +216,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     base = SudokuRecipe.load(args.checkpoint)
     recipe = _recipe(args, base=base)
+    # Every output is checked before the evaluation starts, so a bad path never costs a finished run; finished
+    # (method, NFE) records go to the cache as they complete, so a crash loses nothing either.
+    check_output_file(args.output, "--output")
+    cache_dir = None if args.no_cache else (args.cache_dir or _default_cache_dir(args.output))
+    if cache_dir is not None:
+        check_output_dir(cache_dir, "--cache-dir")
+    if args.figures_dir:
+        check_output_dir(args.figures_dir, "--figures-dir")
     result = run_evaluation(args.checkpoint, recipe=recipe, puzzles_path=args.puzzles, methods=args.methods,
-                            nfe=args.nfe, cache_dir=args.cache_dir, show_progress=not args.no_progress)
+                            nfe=args.nfe, cache_dir=cache_dir, show_progress=not args.no_progress)
     result["checkpoint"] = args.checkpoint
     result["puzzles"] = args.puzzles
     figures = args.figures_dir
@@ -195,7 +270,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     ev.add_argument("--methods", nargs="+", choices=_METHOD_NAMES, default=None, help="Methods (default: all).")
     ev.add_argument("--nfe", type=_nfe_list, nargs="+", default=None, help="One or more NFE values (default: the checkpoint's).")
     ev.add_argument("--figures-dir", default=None, help="Also write quality_grids.png and reliability.png here.")
-    ev.add_argument("--cache-dir", default=None, help="Store finished (method, NFE) records here to resume.")
+    ev.add_argument("--cache-dir", default=None, help="Finished (method, NFE) records are stored here as they complete "
+                    "and reused by a rerun (default: OUTPUT without .json, plus _cache).")
+    ev.add_argument("--no-cache", action="store_true", help="Do not store or reuse finished records.")
     _add_recipe_args(ev, training=False)
     ev.set_defaults(func=_cmd_evaluate)
     return parser

@@ -142,6 +142,24 @@ def _fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def _read_cache(path: str) -> Optional[Dict]:
+    """A cached record, or ``None`` when there is none or it cannot be read (it is then recomputed)."""
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cached if isinstance(cached, dict) and "record" in cached else None
+
+
+def _write_cache(path: str, payload: Dict) -> None:
+    """Write atomically (a temporary file, then a rename), so a crash never leaves a half-written record."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, path)
+
+
 @torch.no_grad()
 def _run_method(model, tokens: torch.Tensor, method: str, nfe: int, recipe: SudokuRecipe, seed: int,
                 batch_size: int, progress) -> torch.Tensor:
@@ -209,6 +227,7 @@ def evaluate(
         (wrong = the digit repeats in its row, column or box), ``calibration``, and ``quality_example`` (grids,
         quality and wrong-cell flags of the first puzzles, for the figure).
     """
+    recipe.validate()
     spec = recipe.spec
     model_spec = model.backbone.config.sudoku_spec
     puzzles = np.asarray(puzzles)
@@ -233,11 +252,11 @@ def evaluate(
     device = next(model.parameters()).device
     tokens = torch.as_tensor(tokenizer.encode(puzzles), device=device)
     model.eval()
-    batch_size = max(1, int(recipe.eval_batch_size))
+    batch_size = recipe.eval_batch_size
     num_batches = -(-len(puzzles) // batch_size)
     fingerprint = _fingerprint(puzzles, *(p.detach().cpu().numpy() for p in model.state_dict().values()),
                                extra=json.dumps([recipe.unmasking, recipe.num_remask, recipe.step_on, recipe.step_off,
-                                                 recipe.prism_loop_steps, seed]))
+                                                 recipe.prism_loop_steps, seed, batch_size]))
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
 
@@ -248,9 +267,8 @@ def evaluate(
     progress = tqdm(total=num_batches * len(jobs), desc="sudoku evaluation", disable=not show_progress)
     for method, steps in jobs:
         cache_file = os.path.join(cache_dir, f"{method}_nfe{steps}.json") if cache_dir else None
-        if cache_file and os.path.isfile(cache_file):
-            with open(cache_file) as f:
-                cached = json.load(f)
+        cached = _read_cache(cache_file) if cache_file else None
+        if cached is not None:
             if cached.get("fingerprint") == fingerprint:
                 records.append(cached["record"])
                 progress.update(num_batches)
@@ -270,8 +288,7 @@ def evaluate(
         if method == scoring_method and steps == nfes[0]:
             scored_sequences = sequences
         if cache_file:
-            with open(cache_file, "w") as f:
-                json.dump({"fingerprint": fingerprint, "record": record}, f)
+            _write_cache(cache_file, {"fingerprint": fingerprint, "record": record})
     progress.close()
 
     # Quality head: score the final grids of the vanilla sampler (its mistakes are never corrected).

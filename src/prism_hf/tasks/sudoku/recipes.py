@@ -15,12 +15,29 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+import numpy as np
+
 from .data import EVAL_SEED
 from .grids import SudokuInputError, SudokuSpec
 
 __all__ = ["SudokuRecipe", "RECIPES", "get_recipe", "RECIPE_FILENAME"]
 
 RECIPE_FILENAME = "sudoku_recipe.json"
+
+#: Fields that must be ints >= 1.
+_POSITIVE_INTS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "pretrain_steps", "pretrain_batch_size", "finetune_steps",
+    "finetune_batch_size", "num_update_tokens", "num_proposals", "num_eval_puzzles", "nfe", "eval_batch_size",
+)
+_UNMASKING_RULES = ("confidence", "margin", "entropy", "random")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value == value
 
 
 @dataclass
@@ -94,21 +111,68 @@ class SudokuRecipe:
     low_quality_threshold: float = 0.5
 
     def __post_init__(self):
-        self.num_blanks = tuple(int(v) for v in (self.num_blanks if not isinstance(self.num_blanks, int) else (self.num_blanks,) * 2))
-        # Pretraining grids use train_seed, PRISM fine-tuning grids train_seed + 1; evaluation solutions use
-        # eval_seed (and eval_seed + 1 picks the blanks).
+        if isinstance(self.num_blanks, (list, tuple)) and len(self.num_blanks) == 2:
+            self.num_blanks = tuple(self.num_blanks)
+        elif _is_int(self.num_blanks):
+            self.num_blanks = (self.num_blanks, self.num_blanks)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `SudokuInputError` naming the first field whose value is not valid (called on construction; call
+        it again after changing a field in place). Every check runs before any training or evaluation work."""
+        self.spec  # the grid shape: size = a * b, box_rows dividing it
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise SudokuInputError(f"{name}={value!r} is not valid; use an int >= 1.")
+        for name in ("num_remask", "prism_loop_steps", "pretrain_warmup_steps", "train_seed", "eval_seed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise SudokuInputError(f"{name}={value!r} is not valid; use an int >= 0.")
+        if self.intermediate_size is not None and (not _is_int(self.intermediate_size) or self.intermediate_size < 1):
+            raise SudokuInputError(f"intermediate_size={self.intermediate_size!r} is not valid; use None (4 x hidden_size) or an int >= 1.")
+        if self.hidden_size % self.num_attention_heads:
+            raise SudokuInputError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}."
+            )
+        for name in ("pretrain_learning_rate", "finetune_learning_rate"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 < value < float("inf"):
+                raise SudokuInputError(f"{name}={value!r} is not valid; use a finite float > 0.")
+        if not _is_real(self.mdm_loss_weight) or not 0.0 <= self.mdm_loss_weight < float("inf"):
+            raise SudokuInputError(f"mdm_loss_weight={self.mdm_loss_weight!r} is not valid; use a finite float >= 0 (lambda).")
+        if not _is_real(self.proposal_temperature) or not 0.0 <= self.proposal_temperature < float("inf"):
+            raise SudokuInputError(
+                f"proposal_temperature={self.proposal_temperature!r} is not valid; use 0 (greedy proposals) or a finite value > 0."
+            )
+        for name in ("step_on", "step_off", "low_quality_threshold"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 1.0:
+                raise SudokuInputError(f"{name}={value!r} is not valid; use a float in [0, 1].")
+        if self.step_on >= self.step_off:
+            raise SudokuInputError(f"step_on={self.step_on} must be below step_off={self.step_off} (the remasking window).")
+        if self.unmasking not in _UNMASKING_RULES:
+            raise SudokuInputError(f"unmasking={self.unmasking!r} is not valid; choose one of {list(_UNMASKING_RULES)}.")
+        from ...heads import HEAD_REGISTRY
+
+        if self.head not in HEAD_REGISTRY:
+            raise SudokuInputError(f"head={self.head!r} is not a quality head type; choose one of {sorted(HEAD_REGISTRY)}.")
+        if not isinstance(self.unique_puzzles, bool):
+            raise SudokuInputError(f"unique_puzzles={self.unique_puzzles!r} is not valid; use True or False.")
+        # Pretraining grids use train_seed, PRISM fine-tuning grids train_seed + 1; evaluation puzzles use eval_seed
+        # (and are kept apart from every training grid by held_out_puzzles in any case).
         if self.eval_seed in (self.train_seed, self.train_seed + 1):
             raise SudokuInputError(
                 f"eval_seed={self.eval_seed} is a training seed (train_seed={self.train_seed} draws the pretraining grids "
                 f"and train_seed + 1 the fine-tuning grids): evaluation puzzles must come from a seed never used in "
                 "training."
             )
-        if not float(self.proposal_temperature) >= 0.0:
+        if self.prism_loop_steps >= self.nfe:
             raise SudokuInputError(
-                f"proposal_temperature={self.proposal_temperature!r} is not valid; use 0 (greedy proposals) or a value > 0."
+                f"prism_loop_steps={self.prism_loop_steps} leaves no schedule step in nfe={self.nfe}; use prism_loop_steps < nfe."
             )
-        if not isinstance(self.nfe, int) or self.nfe < 1:
-            raise SudokuInputError(f"nfe={self.nfe!r} must be an int >= 1 (model forwards per puzzle).")
+        if not (isinstance(self.num_blanks, tuple) and len(self.num_blanks) == 2 and all(_is_int(v) for v in self.num_blanks)):
+            raise SudokuInputError(f"num_blanks={self.num_blanks!r} is not valid; use an int or a (low, high) pair of ints.")
         low, high = self.num_blanks
         if not 1 <= low <= high <= self.spec.num_cells:
             raise SudokuInputError(f"num_blanks={self.num_blanks} must satisfy 1 <= low <= high <= {self.spec.num_cells}.")
@@ -138,8 +202,13 @@ class SudokuRecipe:
         path = os.path.join(directory, RECIPE_FILENAME)
         if not os.path.isfile(path):
             raise SudokuInputError(f"{directory!r} has no {RECIPE_FILENAME}; it is not a checkpoint written by prism-hf sudoku.")
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise SudokuInputError(f"{path} is not valid JSON ({err}); rerun the stage that wrote it.") from None
+        if not isinstance(data, dict):
+            raise SudokuInputError(f"{path} holds a {type(data).__name__}, not a recipe object; rerun the stage that wrote it.")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -162,13 +162,22 @@ def load_puzzles_csv(path: Union[str, os.PathLike], spec: Union[SudokuSpec, int,
     The grid size is inferred from the row length (89 -> 9x9, 41 -> 6x6, 19 -> 4x4) unless ``spec``
     is given. Rows of the wrong length, misplaced separators, digits out of range and (when
     ``check_givens_valid``) givens that already break a rule raise `SudokuInputError` naming the line.
-    A file of solved grids (no blanks) loads the same way.
+    A file of solved grids (no blanks) loads the same way. The file is read as UTF-8; a byte-order mark (as
+    some editors write) is skipped.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SudokuInputError(f"puzzles={path!r} is not a file.")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(field.strip() for field in r)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            numbered = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r and any(field.strip() for field in r)]
+    except UnicodeDecodeError as err:
+        raise SudokuInputError(
+            f"puzzles={path!r} is not a UTF-8 text file ({err.reason} at byte {err.start}); a puzzle file holds one "
+            "comma-separated row of integers per line."
+        ) from None
+    line_numbers = [i for i, _ in numbered]
+    rows = [r for _, r in numbered]
     if limit is not None:
         rows = rows[:limit]
     if not rows:
@@ -177,23 +186,39 @@ def load_puzzles_csv(path: Union[str, os.PathLike], spec: Union[SudokuSpec, int,
         spec = SudokuSpec.from_sequence_length(len(rows[0]))
     tokenizer = SudokuTokenizer(spec)
     L = tokenizer.sequence_length
-    for i, r in enumerate(rows):
+    for line, r in zip(line_numbers, rows):
         if len(r) != L:
             raise SudokuInputError(
-                f"{path} line {i + 1}: {len(r)} values; a {tokenizer.spec.name} Sudoku row has {L}."
+                f"{path} line {line}: {len(r)} values; a {tokenizer.spec.name} Sudoku row has {L}."
             )
+    values = [[v.strip() for v in r] for r in rows]
+    bad = [(line, j, v) for line, r in zip(line_numbers, values) for j, v in enumerate(r) if not _is_integer_text(v)]
+    if bad:
+        line, j, v = bad[0]
+        raise SudokuInputError(
+            f"{path} line {line}: field {j + 1} is {v!r}; every field must be an integer token id (0 = blank, 1..n digits, "
+            "n + 1 the row separator)."
+        )
+    tokens = np.array(values, dtype=np.int64)
     try:
-        tokens = np.array([[int(v) for v in r] for r in rows], dtype=np.int64)
-    except ValueError:
-        raise SudokuInputError(f"{path}: every field must be an integer.") from None
-    try:
-        tokenizer.check_tokens(tokens, name=path, row_offset=1, row_label="line")
-    except SudokuInputError as e:
-        raise SudokuInputError(str(e)) from None
+        tokenizer.check_tokens(tokens, name=path, row_label="line")
+    except SudokuInputError:
+        # Name the line of the file (blank lines are skipped, so row i is not line i + 1): recheck row by row.
+        for line, row in zip(line_numbers, tokens):
+            try:
+                tokenizer.check_tokens(row[None], name=path, row_offset=line, row_label="line")
+            except SudokuInputError as err:
+                raise SudokuInputError(str(err)) from None
+        raise
     grids = tokenizer.decode(tokens)
     if check_givens_valid:
         check_givens(grids, tokenizer.spec, name=f"{path} puzzles")
     return grids
+
+
+def _is_integer_text(text: str) -> bool:
+    body = text[1:] if text[:1] in "+-" else text
+    return body.isascii() and body.isdigit() and len(body) <= 18  # longer cannot be a token id (and overflows int64)
 
 
 def save_puzzles_csv(path: Union[str, os.PathLike], grids: np.ndarray, spec: Union[SudokuSpec, int, None] = None) -> None:
