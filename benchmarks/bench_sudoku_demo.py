@@ -1,89 +1,211 @@
-"""The Sudoku demo against its targets: wall time, PRISM's margin over the best baseline, quality AUROC.
+"""The Sudoku demo over several training seeds: each method's mean and spread, PRISM's margin, the AUROC,
+the overlap between held-out puzzles and training grids, and the demo's time budget.
 
-Runs ``prism-hf sudoku demo`` from scratch in a new folder (nothing reused), times the whole command, reads
-``results.json`` and prints every method's success rate with the three targets of the demo:
+One training run is one sample: floating-point kernels differ between CPUs, and so do the trained weights and
+the figures. This script trains the demo recipe from scratch once per training seed (``prism-hf sudoku demo
+--train-seed S``, one run at a time, each timed on its own), then reports:
 
-- the whole demo finishes within 15 minutes on a 2-core CPU;
-- PRISM's success rate beats the best baseline by at least 10 points at the demo's NFE;
-- the quality head's AUROC for wrong cells is at least 0.9.
+- every method's success rate on the held-out puzzles, per seed and as mean, sample standard deviation and range;
+- PRISM's margin over the best baseline of the same seed, and the quality head's AUROC for wrong cells, per seed
+  and as mean and spread;
+- the overlap between the held-out puzzles and the grids the run trained on, measured by scanning every training
+  grid against every puzzle (`training_overlap`; it must be 0), and, for contrast, the overlap of the same number
+  of puzzles drawn from the evaluation seed without keeping training out;
+- the targets, on every seed: the demo within 15 minutes, PRISM at least 10 points above the best baseline,
+  AUROC at least 0.9.
 
-    python benchmarks/bench_sudoku_demo.py                  # the default (demo) recipe
-    python benchmarks/bench_sudoku_demo.py --recipe tiny    # seconds: checks the script itself
+``--validation-seeds`` also evaluates each checkpoint on held-out puzzles from those seeds (the seeds settings are
+chosen on; never the evaluation seed) and reports them apart.
+
+    python benchmarks/bench_sudoku_demo.py --output-dir runs/bench      # demo recipe, training seeds 1 2 3
+    python benchmarks/bench_sudoku_demo.py --recipe tiny --train-seeds 1 # seconds: checks the script itself
+    python benchmarks/bench_sudoku_demo.py --validation-seeds 777 778 --finetune-steps 1600  # a recipe variant
+
+Arguments it does not know are passed to ``prism-hf sudoku demo`` (recipe overrides such as
+``--finetune-steps``). A seed folder that exists is refused (the wall time is of a run from scratch) unless
+``--resume`` is given; a resumed run's wall time is not checked against the budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 TIME_BUDGET_S = 15 * 60
 MARGIN_TARGET = 0.10
 AUROC_TARGET = 0.9
+DEFAULT_TRAIN_SEEDS = (1, 2, 3)
 
 
-def summarise(results: dict, wall_s: float) -> dict:
-    """Per-NFE table of success rates, PRISM's margin over the best other method, and the targets met."""
-    by_nfe: dict = {}
-    for record in results["records"]:
-        by_nfe.setdefault(record["nfe"], {})[record["method"]] = record["success_rate"]
-    rows = []
-    for nfe, rates in sorted(by_nfe.items()):
-        baselines = {m: r for m, r in rates.items() if m != "prism"}
-        best = max(baselines, key=baselines.get) if baselines else None
-        margin = rates.get("prism", float("nan")) - (baselines[best] if best else float("nan"))
-        rows.append({"nfe": nfe, "success_rate": rates, "best_baseline": best, "prism_margin": margin})
-    auroc = results.get("quality_auroc")
+def spread(values: Sequence[float]) -> Dict:
+    """Mean, sample standard deviation (0 for one value) and range of ``values``."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": len(values)}
+
+
+def seed_summary(results: Dict, nfe: Optional[int] = None) -> Dict:
+    """Success rates, PRISM's margin over the best baseline and the AUROC of one run (at ``nfe``, by default the
+    first NFE of its records)."""
+    records = results["records"]
+    nfe = records[0]["nfe"] if nfe is None else nfe
+    rates = {r["method"]: r["success_rate"] for r in records if r["nfe"] == nfe}
+    baselines = {m: r for m, r in rates.items() if m != "prism"}
+    best = max(baselines, key=baselines.get) if baselines else None
+    margin = rates["prism"] - baselines[best] if best and "prism" in rates else float("nan")
+    return {"nfe": nfe, "success_rate": rates, "best_baseline": best, "prism_margin": margin,
+            "quality_auroc": results.get("quality_auroc"), "num_puzzles": results.get("num_puzzles")}
+
+
+def aggregate(runs: List[Dict]) -> Dict:
+    """Across seeds: each method's spread, PRISM's margin and the AUROC per seed with their spread, the targets."""
+    methods = list(runs[0]["summary"]["success_rate"])
+    per_method = {m: spread([run["summary"]["success_rate"][m] for run in runs]) for m in methods}
+    margins = [run["summary"]["prism_margin"] for run in runs]
+    aurocs = [run["summary"]["quality_auroc"] for run in runs]
+    timed = [run for run in runs if run.get("wall_s") is not None and not run.get("resumed")]
+    overlaps = [run["overlap"]["puzzles_with_a_training_completion"] for run in runs if "overlap" in run]
+    verbatim = [run["overlap"].get("solutions_in_training", 0) for run in runs if "overlap" in run]
     return {
-        "wall_s": round(wall_s, 1),
-        "num_puzzles": results.get("num_puzzles"),
-        "grid_size": results.get("grid_size"),
-        "quality_auroc": auroc,
-        "wrong_cell_label": results.get("wrong_cell_label"),
-        "quality_auroc_rule_conflict": results.get("quality_auroc_rule_conflict"),
-        "per_nfe": rows,
+        "train_seeds": [run["train_seed"] for run in runs],
+        "success_rate": per_method,
+        "prism_margin": {"per_seed": margins, **spread(margins)},
+        "quality_auroc": {"per_seed": aurocs, **spread(aurocs)},
+        "wall_s": {"per_seed": [run.get("wall_s") for run in runs], **(spread([r["wall_s"] for r in timed]) if timed else {})},
+        "held_out_overlap": {"puzzles_with_a_training_completion": overlaps, "solutions_in_training": verbatim},
         "targets": {
-            f"wall <= {TIME_BUDGET_S} s": wall_s <= TIME_BUDGET_S,
-            f"prism margin >= {MARGIN_TARGET:.2f}": all(r["prism_margin"] >= MARGIN_TARGET for r in rows),
-            f"quality AUROC >= {AUROC_TARGET}": auroc is not None and auroc >= AUROC_TARGET,
+            f"wall <= {TIME_BUDGET_S} s on every seed": (all(r["wall_s"] <= TIME_BUDGET_S for r in timed) if timed else None),
+            f"prism margin >= {MARGIN_TARGET:.2f} on every seed": all(m >= MARGIN_TARGET for m in margins),
+            f"quality AUROC >= {AUROC_TARGET} on every seed": all(a is not None and a >= AUROC_TARGET for a in aurocs),
+            "held-out overlap = 0 on every seed": bool(overlaps) and all(o == 0 for o in overlaps + verbatim),
         },
     }
+
+
+def audit_overlap(run_dir: Path) -> Dict:
+    """Measured overlap of a demo folder: its ``eval_puzzles.csv`` (and ``eval_solutions.csv``) against the grids
+    its checkpoint recorded as training data, by a direct scan; plus, for contrast, the overlap of a plain draw of
+    as many puzzles from the evaluation seed (round 0 of the candidates, before any are kept out)."""
+    from prism_hf.tasks.sudoku import load_puzzles_csv, training_overlap
+    from prism_hf.tasks.sudoku.heldout import candidate_puzzles, training_grids
+    from prism_hf.tasks.sudoku.recipes import SudokuRecipe
+    from prism_hf.tasks.sudoku.train import checkpoint_training_sources
+
+    prism_dir = run_dir / "prism"
+    recipe = SudokuRecipe.load(str(prism_dir))
+    train = training_grids(checkpoint_training_sources(str(prism_dir)))
+    puzzles = load_puzzles_csv(run_dir / "eval_puzzles.csv")
+    solutions_path = run_dir / "eval_solutions.csv"
+    solutions = load_puzzles_csv(solutions_path) if solutions_path.is_file() else None
+    held_out = training_overlap(puzzles, train, solutions=solutions)
+    naive_puzzles, naive_solutions = candidate_puzzles(recipe.replace(num_eval_puzzles=len(puzzles)), recipe.eval_seed, 0)
+    held_out["without_keeping_training_out"] = training_overlap(naive_puzzles, train, solutions=naive_solutions)
+    return held_out
+
+
+def run_seed(recipe: str, seed: int, run_dir: Path, extra: Sequence[str], resume: bool,
+             validation_seeds: Sequence[int], num_threads: int) -> Dict:
+    """Train and evaluate one seed with the demo command (timed), evaluate it on the validation seeds, audit it."""
+    resumed = run_dir.exists()
+    if resumed and not resume:
+        raise SystemExit(f"{run_dir} exists; the benchmark times runs from scratch (pass --resume to reuse it).")
+    cmd = [sys.executable, "-m", "prism_hf.cli", "sudoku", "demo", "--recipe", recipe, "--train-seed", str(seed),
+           "--output-dir", str(run_dir), "--num-threads", str(num_threads), "--no-progress", *extra]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    results = json.loads((run_dir / "results.json").read_text())
+    run = {"train_seed": seed, "wall_s": round(wall, 1), "resumed": resumed, "timing": results.get("timing"),
+           "summary": seed_summary(results), "held_out": results.get("held_out")}
+    run["overlap"] = audit_overlap(run_dir)
+    run["validation"] = {}
+    for vseed in validation_seeds:
+        output = run_dir / f"validation-{vseed}.json"
+        if not output.is_file():
+            subprocess.run([sys.executable, "-m", "prism_hf.cli", "sudoku", "evaluate", "--checkpoint", str(run_dir / "prism"),
+                            "--eval-seed", str(vseed), "--output", str(output), "--num-threads", str(num_threads),
+                            "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+        run["validation"][vseed] = seed_summary(json.loads(output.read_text()))
+    return run
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}"
+
+
+def format_report(runs: List[Dict], agg: Dict, recipe: str) -> str:
+    seeds = agg["train_seeds"]
+    first = runs[0]["summary"]
+    lines = [f"Sudoku demo (recipe {recipe}), {first['num_puzzles']} held-out puzzles, NFE {first['nfe']}, "
+             f"training seeds {seeds}", ""]
+    header = f"{'method':<20}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + f"{'mean':>8}{'std':>7}{'range':>15}"
+    lines += [header, "-" * len(header)]
+    order = sorted(agg["success_rate"], key=lambda m: -agg["success_rate"][m]["mean"])
+    for method in order:
+        s = agg["success_rate"][method]
+        per_seed = "".join(f"{_pct(run['summary']['success_rate'][method]):>9}" for run in runs)
+        lines.append(f"{method:<20}{per_seed}{_pct(s['mean']):>8}{_pct(s['std']):>7}   {_pct(s['min'])}-{_pct(s['max'])}")
+    m, a = agg["prism_margin"], agg["quality_auroc"]
+    lines.append("")
+    lines.append("prism - best baseline (points): " + ", ".join(
+        f"seed {run['train_seed']}: {100 * run['summary']['prism_margin']:+.1f} ({run['summary']['best_baseline']})" for run in runs)
+        + f"; mean {100 * m['mean']:+.1f}, std {100 * m['std']:.1f}")
+    lines.append("quality AUROC for wrong cells: " + ", ".join(
+        f"seed {run['train_seed']}: {run['summary']['quality_auroc']:.3f}" for run in runs)
+        + f"; mean {a['mean']:.3f}, std {a['std']:.3f}")
+    for run in runs:
+        o, h = run["overlap"], run.get("held_out") or {}
+        naive = o["without_keeping_training_out"]
+        lines.append(
+            f"seed {run['train_seed']}: wall {run['wall_s']} s{' (resumed)' if run['resumed'] else ''}; overlap with the "
+            f"{o['num_training_grids']} training grids: {o['puzzles_with_a_training_completion']} puzzles with a training "
+            f"completion, {o.get('solutions_in_training', 'n/a')} solutions in training (a plain draw from the eval seed: "
+            f"{naive['puzzles_with_a_training_completion']} and {naive['solutions_in_training']}); "
+            f"{h.get('num_candidates', '?')} candidates for {h.get('num_puzzles', '?')} puzzles, completions per puzzle "
+            f"median {h.get('completions_per_puzzle', {}).get('median')} (all candidates "
+            f"{h.get('completions_per_candidate', {}).get('median')})"
+        )
+    for run in runs:
+        for vseed, v in run["validation"].items():
+            lines.append(f"validation seed {vseed}, training seed {run['train_seed']}: prism {_pct(v['success_rate']['prism'])}%, "
+                         f"margin {100 * v['prism_margin']:+.1f} ({v['best_baseline']}), AUROC {v['quality_auroc']:.3f}")
+    lines.append("")
+    for target, met in agg["targets"].items():
+        lines.append(f"target {target}: {'n/a' if met is None else 'met' if met else 'NOT met'}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="demo", help="demo (default), paper or tiny")
-    parser.add_argument("--output-dir", default=None, help="Keep the run here (default: a temporary folder).")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
-    args = parser.parse_args(argv)
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=list(DEFAULT_TRAIN_SEEDS))
+    parser.add_argument("--validation-seeds", type=int, nargs="*", default=[],
+                        help="Also evaluate each checkpoint on held-out puzzles from these seeds (e.g. 777 778 779).")
+    parser.add_argument("--output-dir", default=None, help="Keep the runs here, one folder per seed (default: a temporary folder).")
+    parser.add_argument("--resume", action="store_true", help="Reuse seed folders that exist (their wall time is then not checked).")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads of each run (default 1).")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the tables.")
+    args, extra = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-sudoku-") as tmp:
-        out = Path(args.output_dir or tmp) / "run"
-        if out.exists():
-            raise ValueError(f"--output-dir {out.parent}: {out} exists; the benchmark times a run from scratch.")
-        cmd = [sys.executable, "-m", "prism_hf.cli", "sudoku", "demo", "--recipe", args.recipe, "--output-dir", str(out)]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
-        summary = summarise(json.loads((out / "results.json").read_text()), wall)
-    if args.json:
-        print(json.dumps(summary))
-        return summary
-    print(f"sudoku demo (recipe {args.recipe}): {summary['grid_size']}x{summary['grid_size']}, "
-          f"{summary['num_puzzles']} held-out puzzles, wall {summary['wall_s']} s")
-    for row in summary["per_nfe"]:
-        print(f"NFE {row['nfe']}:")
-        for method, rate in sorted(row["success_rate"].items(), key=lambda kv: -kv[1]):
-            print(f"  {method:<20} {100 * rate:6.1f}%")
-        print(f"  prism - best baseline ({row['best_baseline']}): {100 * row['prism_margin']:+.1f} points")
-    print(f"quality AUROC for wrong cells ({summary['wrong_cell_label']} label): {summary['quality_auroc']}; "
-          f"for cells that break a rule: {summary['quality_auroc_rule_conflict']}")
-    for target, met in summary["targets"].items():
-        print(f"  target {target}: {'met' if met else 'NOT met'}")
-    return summary
+        root = Path(args.output_dir or tmp)
+        runs = [run_seed(args.recipe, seed, root / f"seed-{seed}", extra, args.resume, args.validation_seeds, args.num_threads)
+                for seed in args.train_seeds]
+    agg = aggregate(runs)
+    report = {"recipe": args.recipe, "demo_overrides": extra, "runs": runs, "aggregate": agg,
+              "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+    if args.output_dir:
+        (root / "bench_summary.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report) if args.json else format_report(runs, agg, args.recipe))
+    return report
 
 
 if __name__ == "__main__":

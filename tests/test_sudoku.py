@@ -362,3 +362,181 @@ def test_proposal_errors_script(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["--backbone", str(tmp_path / "missing")])
     assert "holds no model (no config.json)" in capsys.readouterr().err
+
+
+# ----- held-out puzzles: no completion a training grid ----------------------------------------------------
+def _completions_oracle(puzzles, train):
+    """For each puzzle, whether some completion (enumerated by the solver) is a training grid (a Python set)."""
+    seen = {g.tobytes() for g in np.asarray(train, dtype=np.int64)}
+    return [any(c.astype(np.int64).tobytes() in seen for c in solve(p, max_solutions=10**6)) for p in puzzles]
+
+
+def test_grid_index_membership_matches_a_python_set():
+    from prism_hf.tasks.sudoku import GridIndex
+
+    train = generate_solved_grids(400, 4, seed=1)  # 4x4 has 288 grids: many duplicates
+    queries = generate_solved_grids(300, 4, seed=2)
+    index = GridIndex(train)
+    expected = {g.tobytes() for g in train}
+    assert len(index) == len(expected)
+    assert index.contains(queries).tolist() == [q.tobytes() in expected for q in queries]
+    assert index.contains(train).all()
+
+
+def test_grid_index_stays_exact_when_every_hash_collides(monkeypatch):
+    from prism_hf.tasks.sudoku import GridIndex, heldout
+
+    monkeypatch.setattr(heldout, "_row_hashes", lambda flat, chunk=0: np.zeros(len(flat), dtype=np.uint64))
+    train = generate_solved_grids(40, 6, seed=1)
+    queries = np.concatenate([train[:5], generate_solved_grids(20, 6, seed=9)])
+    expected = {g.tobytes() for g in train}
+    assert GridIndex(train).contains(queries).tolist() == [q.tobytes() in expected for q in queries]
+
+
+def test_grid_index_rejects_another_shape():
+    from prism_hf.tasks.sudoku import GridIndex
+
+    with pytest.raises(SudokuInputError, match=r"this index holds \(4, 4\) grids"):
+        GridIndex(generate_solved_grids(3, 4, seed=0)).contains(generate_solved_grids(3, 6, seed=0))
+
+
+def test_training_sources_are_the_grids_the_trainers_get():
+    from prism_hf.tasks.sudoku import get_recipe
+    from prism_hf.tasks.sudoku.heldout import finetuning_source, pretraining_source
+
+    recipe = get_recipe("tiny", train_seed=5)
+    tok = SudokuTokenizer(recipe.spec)
+    for source, seed in ((pretraining_source(recipe), 5), (finetuning_source(recipe), 6)):
+        assert source.seed == seed
+        dataset = build_training_dataset(source.num_grids, recipe.spec, seed=source.seed, pool_size=source.pool_size)
+        assert np.array_equal(tok.decode(dataset[:]["input_ids"].numpy()), source.grids())
+
+
+def test_held_out_puzzles_share_no_completion_with_training():
+    from prism_hf.tasks.sudoku import get_recipe, held_out_puzzles, training_overlap
+    from prism_hf.tasks.sudoku.heldout import candidate_puzzles, finetuning_source, pretraining_source, training_grids
+
+    # 4x4 with 96 training grids: a plain draw from the eval seed overlaps training (a third of all 288 grids).
+    recipe = get_recipe("tiny", num_eval_puzzles=30, num_blanks=(7, 9))
+    train = training_grids([pretraining_source(recipe), finetuning_source(recipe)])
+    held = held_out_puzzles(recipe)
+    assert held.puzzles.shape == held.solutions.shape == (30, 4, 4)
+    assert is_valid_solution(held.solutions, puzzles=held.puzzles).all()
+    assert not any(_completions_oracle(held.puzzles, train))
+    assert training_overlap(held.puzzles, train, solutions=held.solutions) == {
+        "num_puzzles": 30, "num_training_grids": len(train), "puzzles_with_a_training_completion": 0,
+        "training_grids_fitting_givens": 0, "solutions_in_training": 0,
+    }
+    report = held.report
+    rejected = report["num_rejected_solution_in_training"] + report["num_rejected_completion_in_training"]
+    assert rejected > 0 and report["num_candidates"] >= 30 + rejected
+    assert report["num_training_grids"] == len(train)
+    # Same recipe, same puzzles.
+    assert np.array_equal(held_out_puzzles(recipe).puzzles, held.puzzles)
+    # The audit counts what the solver-based oracle finds on the plain draw.
+    plain, plain_solutions = candidate_puzzles(recipe, recipe.eval_seed, 0)
+    oracle = _completions_oracle(plain, train)
+    audit = training_overlap(plain, train, solutions=plain_solutions)
+    assert audit["puzzles_with_a_training_completion"] == sum(oracle) > 0
+    seen = {g.tobytes() for g in train}
+    assert audit["solutions_in_training"] == sum(s.tobytes() in seen for s in plain_solutions)
+
+
+def test_held_out_puzzles_with_several_solutions_check_every_completion():
+    from prism_hf.tasks.sudoku import get_recipe, held_out_puzzles
+    from prism_hf.tasks.sudoku.heldout import finetuning_source, pretraining_source, training_grids
+
+    recipe = get_recipe("tiny", num_eval_puzzles=20, num_blanks=(10, 11))  # several completions per puzzle
+    held = held_out_puzzles(recipe)
+    assert held.report["completions_per_puzzle"]["max"] > 1
+    assert held.report["num_rejected_completion_in_training"] > 0  # rejected for a completion other than its own solution
+    assert not any(_completions_oracle(held.puzzles, training_grids([pretraining_source(recipe), finetuning_source(recipe)])))
+
+
+def test_held_out_puzzles_say_when_training_covers_the_grid_space():
+    from prism_hf.tasks.sudoku import get_recipe, held_out_puzzles
+
+    recipe = get_recipe("tiny", pretrain_steps=40, pretrain_batch_size=64)  # 2560 draws: every 4x4 grid
+    with pytest.raises(SudokuInputError, match=r"num_eval_puzzles=12: only 0 of 36 candidate 4x4 puzzles have no training "
+                                               r"grid among their completions .* Ask for fewer puzzles"):
+        held_out_puzzles(recipe, max_rounds=3)
+    with pytest.raises(SudokuInputError, match="max_completions=0 is not valid; use an int >= 1"):
+        held_out_puzzles(recipe, max_completions=0)
+
+
+def test_held_out_puzzles_drop_candidates_with_too_many_completions():
+    from prism_hf.tasks.sudoku import get_recipe, held_out_puzzles
+
+    recipe = get_recipe("tiny", num_eval_puzzles=4, num_blanks=(10, 11))
+    held = held_out_puzzles(recipe, max_completions=2)
+    assert held.report["num_rejected_too_many_completions"] > 0
+    assert all(count_solutions(p, limit=3) == 1 for p in held.puzzles)
+
+
+# ----- recipes: every field checked on construction -------------------------------------------------------
+@pytest.mark.parametrize("field,value,message", [
+    ("num_eval_puzzles", 0, r"num_eval_puzzles=0 is not valid; use an int >= 1"),
+    ("eval_batch_size", 0, r"eval_batch_size=0 is not valid; use an int >= 1"),
+    ("num_remask", -1, r"num_remask=-1 is not valid; use an int >= 0"),
+    ("num_remask", True, r"num_remask=True is not valid; use an int >= 0"),
+    ("pretrain_steps", 2.5, r"pretrain_steps=2.5 is not valid; use an int >= 1"),
+    ("finetune_learning_rate", float("nan"), r"finetune_learning_rate=nan is not valid; use a finite float > 0"),
+    ("mdm_loss_weight", -1.0, r"mdm_loss_weight=-1.0 is not valid"),
+    ("proposal_temperature", float("inf"), r"proposal_temperature=inf is not valid"),
+    ("step_on", 1.5, r"step_on=1.5 is not valid; use a float in \[0, 1\]"),
+    ("unmasking", "best", r"unmasking='best' is not valid; choose one of \['confidence', 'margin', 'entropy', 'random'\]"),
+    ("head", "cnn", r"head='cnn' is not a quality head type; choose one of \['linear', 'mlp', 'transformer'\]"),
+    ("num_attention_heads", 3, r"hidden_size=64 is not a multiple of num_attention_heads=3"),
+    ("prism_loop_steps", 12, r"prism_loop_steps=12 leaves no schedule step in nfe=12"),
+    ("num_blanks", (5, 2), r"num_blanks=\(5, 2\) must satisfy 1 <= low <= high <= 36"),
+    ("unique_puzzles", "yes", r"unique_puzzles='yes' is not valid; use True or False"),
+])
+def test_recipe_rejects_a_bad_field(field, value, message):
+    from prism_hf.tasks.sudoku import get_recipe
+
+    with pytest.raises(SudokuInputError, match=message):
+        get_recipe("demo", **{field: value})
+
+
+def test_recipe_validate_catches_a_field_changed_in_place_and_load_a_corrupt_file(tmp_path):
+    from prism_hf.tasks.sudoku import SudokuRecipe, get_recipe
+
+    recipe = get_recipe("tiny")
+    recipe.eval_batch_size = 0
+    with pytest.raises(SudokuInputError, match="eval_batch_size=0 is not valid"):
+        recipe.validate()
+    (tmp_path / "sudoku_recipe.json").write_text('{"size": 4,')
+    with pytest.raises(SudokuInputError, match=r"sudoku_recipe.json is not valid JSON .*rerun the stage that wrote it"):
+        SudokuRecipe.load(str(tmp_path))
+    (tmp_path / "sudoku_recipe.json").write_text("[1, 2]")
+    with pytest.raises(SudokuInputError, match="holds a list, not a recipe object"):
+        SudokuRecipe.load(str(tmp_path))
+
+
+# ----- puzzle files: byte-order mark, encodings, fields -----------------------------------------------------
+def test_puzzle_file_with_a_utf8_byte_order_mark_loads(tmp_path):
+    grids = make_puzzles(generate_solved_grids(3, 6, seed=0), 20, seed=0)
+    plain = tmp_path / "plain.csv"
+    save_puzzles_csv(plain, grids)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))  # as a Windows editor saves it
+    assert np.array_equal(load_puzzles_csv(bom), grids)
+
+
+def test_puzzle_file_that_is_not_text_or_has_a_bad_field(tmp_path):
+    binary = tmp_path / "weights.csv"
+    binary.write_bytes(b"\x80\x81\xfe\x00" * 10)
+    with pytest.raises(SudokuInputError, match=r"is not a UTF-8 text file .* one comma-separated row of integers per line"):
+        load_puzzles_csv(binary)
+    tok = SudokuTokenizer(4)
+    row = tok.encode(SOLVED_4).tolist()
+    bad = list(map(str, row))
+    bad[2] = "x"
+    path = tmp_path / "bad_field.csv"
+    path.write_text(",".join(map(str, row)) + "\n\n" + ",".join(bad) + "\n")  # line 2 is blank
+    with pytest.raises(SudokuInputError, match=r"line 3: field 3 is 'x'; every field must be an integer token id"):
+        load_puzzles_csv(path)
+    row[3] = 9
+    path.write_text("\n" + ",".join(map(str, row)) + "\n")
+    with pytest.raises(SudokuInputError, match=r"line 2: digit 9 at index 3 is out of range"):
+        load_puzzles_csv(path)
