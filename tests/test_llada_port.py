@@ -508,7 +508,45 @@ def test_bfloat16_load(tmp_path):
     _assert_logits_close(logits, expected, torch.bfloat16, config)
 
 
-# ----- (g) bad input -------------------------------------------------------------------------------------------
+# ----- (g) initialisation of a fresh model ----------------------------------------------------------------------
+#: Standard deviation of a normal truncated at +-3 standard deviations, relative to the untruncated one.
+_TRUNCATED_STD_RATIO = math.sqrt(1 - 6 * math.exp(-4.5) / math.sqrt(2 * math.pi) / math.erf(3 / math.sqrt(2)))
+
+
+@pytest.mark.parametrize("init_fn", ["mitchell", "normal", "full_megatron"])
+def test_fresh_model_follows_the_published_init_fn(init_fn):
+    """Upstream's ``reset_parameters`` scheme per ``init_fn`` (all truncated at 3 std here), checked on the sample
+    standard deviation of every weight to within 5 standard errors (``1 / sqrt(2 n)`` relative for n samples)."""
+    d, mlp, n_layers, init_std = 128, 256, 2, 0.02
+    config = _small_config(
+        d_model=d, n_heads=4, n_kv_heads=4, n_layers=n_layers, mlp_hidden_size=mlp, init_fn=init_fn,
+        init_std=init_std, init_cutoff_factor=3.0 if init_fn == "normal" else None,
+    )
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(**{k: v for k, v in config.items() if k != "model_type"}))
+    residual = init_std / math.sqrt(2 * n_layers)
+    expected = {  # name -> (std of the untruncated normal) for each init_fn
+        "model.transformer.wte.weight": {"mitchell": d**-0.5, "normal": init_std, "full_megatron": init_std},
+        "model.transformer.ff_out.weight": {"mitchell": d**-0.5, "normal": init_std, "full_megatron": d**-0.5},
+    }
+    for i in range(n_layers):
+        prefix = f"model.transformer.blocks.{i}."
+        depth = math.sqrt(2 * (i + 1))
+        for name in ("q_proj", "k_proj", "v_proj", "ff_proj", "up_proj"):
+            expected[prefix + name + ".weight"] = {"mitchell": d**-0.5, "normal": init_std, "full_megatron": init_std}
+        expected[prefix + "attn_out.weight"] = {"mitchell": d**-0.5 / depth, "normal": init_std, "full_megatron": residual}
+        expected[prefix + "ff_out.weight"] = {"mitchell": mlp**-0.5 / depth, "normal": residual, "full_megatron": residual}
+    parameters = dict(model.named_parameters())
+    assert set(expected) == {name for name, p in parameters.items() if p.dim() == 2}
+    for name, stds in expected.items():
+        weight, sigma = parameters[name].detach(), stds[init_fn]
+        relative_error = abs(weight.std().item() / (sigma * _TRUNCATED_STD_RATIO) - 1)
+        assert relative_error < 5 / math.sqrt(2 * weight.numel()), (name, weight.std().item(), sigma)
+        assert weight.abs().max().item() <= 3 * sigma * (1 + 1e-6), name
+    assert all(torch.equal(p, torch.ones_like(p)) for name, p in parameters.items() if p.dim() == 1)
+
+
+# ----- (h) bad input -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "overrides, message",
     [

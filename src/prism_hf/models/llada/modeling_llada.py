@@ -103,6 +103,15 @@ def _swiglu(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS: dict = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu, "swiglu": _swiglu}
 
 
+def _init_role(module: nn.Module, role: str, fan_in: int, layer_idx: Optional[int] = None, std_factor: float = 1.0) -> nn.Module:
+    """Record how [`LLaDAPreTrainedModel._init_weights`] initialises ``module`` (see [`_init_linear_weight`]).
+
+    transformers only passes modules that own parameters to ``_init_weights`` (for code outside its tree), so each
+    linear layer and the embedding carry their role themselves rather than being initialised by their block."""
+    module._llada_init = (role, fan_in, layer_idx, std_factor)
+    return module
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """``[x1, x2] -> [-x2, x1]`` on the last dimension (the non-interleaved rotary layout)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -278,9 +287,17 @@ class LLaDABlock(GradientCheckpointingLayer):
             affine = config.attention_layer_norm_with_affine
             self.k_norm = LLaDALayerNorm.from_config(config, size=self.num_key_value_heads * self.head_dim, affine=affine)
             self.q_norm = LLaDALayerNorm.from_config(config, affine=affine)
-        self.attn_out = nn.Linear(config.d_model, config.d_model, bias=config.include_bias)
+        self.attn_out = _init_role(
+            nn.Linear(config.d_model, config.d_model, bias=config.include_bias), "out", config.d_model, layer_idx
+        )
         mlp_out_width = config.intermediate_size // 2 if config.activation_type == "swiglu" else config.intermediate_size
-        self.ff_out = nn.Linear(mlp_out_width, config.d_model, bias=config.include_bias)
+        self.ff_out = _init_role(
+            nn.Linear(mlp_out_width, config.d_model, bias=config.include_bias), "residual", mlp_out_width, layer_idx
+        )
+
+    def _input_projection(self, out_features: int, bias: bool) -> nn.Linear:
+        """A ``d_model -> out_features`` projection initialised as an input projection."""
+        return _init_role(nn.Linear(self.config.d_model, out_features, bias=bias), "in", self.config.d_model)
 
     @property
     def qkv_bias(self) -> bool:
@@ -341,11 +358,11 @@ class LLaDALlamaBlock(LLaDABlock):
         self.attn_norm = LLaDALayerNorm.from_config(config)
         self.ff_norm = LLaDALayerNorm.from_config(config)
         kv_width = self.num_key_value_heads * self.head_dim
-        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=self.qkv_bias)
-        self.k_proj = nn.Linear(config.d_model, kv_width, bias=self.qkv_bias)
-        self.v_proj = nn.Linear(config.d_model, kv_width, bias=self.qkv_bias)
-        self.ff_proj = nn.Linear(config.d_model, config.intermediate_size, bias=config.include_bias)
-        self.up_proj = nn.Linear(config.d_model, config.intermediate_size, bias=config.include_bias)
+        self.q_proj = self._input_projection(config.d_model, self.qkv_bias)
+        self.k_proj = self._input_projection(kv_width, self.qkv_bias)
+        self.v_proj = self._input_projection(kv_width, self.qkv_bias)
+        self.ff_proj = self._input_projection(config.intermediate_size, config.include_bias)
+        self.up_proj = self._input_projection(config.intermediate_size, config.include_bias)
 
     def forward(
         self,
@@ -383,8 +400,8 @@ class LLaDASequentialBlock(LLaDABlock):
         self.ff_norm = LLaDALayerNorm.from_config(config)
         kv_width = self.num_key_value_heads * self.head_dim
         self.fused_dims = (config.d_model, kv_width, kv_width)
-        self.att_proj = nn.Linear(config.d_model, sum(self.fused_dims), bias=self.qkv_bias)
-        self.ff_proj = nn.Linear(config.d_model, config.intermediate_size, bias=config.include_bias)
+        self.att_proj = self._input_projection(sum(self.fused_dims), self.qkv_bias)
+        self.ff_proj = self._input_projection(config.intermediate_size, config.include_bias)
 
     def forward(
         self,
@@ -414,7 +431,13 @@ class LLaDAModel(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             {
-                "wte": nn.Embedding(config.padded_vocab_size, config.d_model),
+                "wte": _init_role(
+                    nn.Embedding(config.padded_vocab_size, config.d_model),
+                    "emb",
+                    config.d_model,
+                    # upstream widens the embedding's init when the logits are scaled down by 1 / sqrt(d_model)
+                    std_factor=0.5 * math.sqrt(config.d_model) if config.scale_logits else 1.0,
+                ),
                 "emb_drop": nn.Dropout(config.embedding_dropout),
                 "ln_f": LLaDALayerNorm.from_config(config),
             }
@@ -422,8 +445,10 @@ class LLaDAModel(nn.Module):
         block_class = BLOCK_CLASSES[config.block_type]
         self.transformer["blocks"] = nn.ModuleList([block_class(config, i) for i in range(config.n_layers)])
         # Tied to wte, upstream computes F.linear(x, wte.weight) without a bias.
-        self.transformer["ff_out"] = nn.Linear(
-            config.d_model, config.padded_vocab_size, bias=config.include_bias and not config.weight_tying
+        self.transformer["ff_out"] = _init_role(
+            nn.Linear(config.d_model, config.padded_vocab_size, bias=config.include_bias and not config.weight_tying),
+            "final_out",
+            config.d_model,
         )
         self.rotary_emb = LLaDARotaryEmbedding(config)
 
@@ -546,6 +571,9 @@ def _init_linear_weight(
 
 
 class LLaDAPreTrainedModel(PreTrainedModel):
+    """Base class of the LLaDA port: its config class, upstream's initialisation, the attention implementations it
+    supports (``"sdpa"``, ``"eager"``, flash attention; not flex attention) and gradient checkpointing per block."""
+
     config: LLaDAConfig
     config_class = LLaDAConfig
     base_model_prefix = "model"
@@ -559,34 +587,24 @@ class LLaDAPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Upstream's ``reset_parameters`` (see [`_init_linear_weight`] for the ``init_fn`` rules): ones and zeros
-        for the norms, zero biases; each block initialises its own projections (``attn_out`` and ``ff_out`` with its
-        layer index) and [`LLaDAModel`] the embedding and the untied output projection."""
+        """Upstream's ``reset_parameters``: ones and zeros for the norms; for the embedding and every linear layer
+        the ``init_fn`` rule of its role (see [`_init_linear_weight`]; the role is recorded at construction), and
+        zero biases. The output projection of a weight-tied model is the embedding and is left to it."""
         config = self.config
         if isinstance(module, LLaDALayerNorm):
             if module.weight is not None:
                 init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, LLaDABlock):
-            inputs = ("q_proj", "k_proj", "v_proj", "up_proj") if isinstance(module, LLaDALlamaBlock) else ("att_proj",)
-            for name in (*inputs, "ff_proj"):
-                _init_linear_weight(config, getattr(module, name).weight, "in", fan_in=config.d_model)
-            _init_linear_weight(config, module.attn_out.weight, "out", fan_in=config.d_model, layer_idx=module.layer_idx)
-            _init_linear_weight(
-                config, module.ff_out.weight, "residual", fan_in=module.ff_out.in_features, layer_idx=module.layer_idx
-            )
-            for linear in module.children():
-                if isinstance(linear, nn.Linear) and linear.bias is not None:
-                    init.zeros_(linear.bias)
-        elif isinstance(module, LLaDAModel):
-            std_factor = 0.5 * math.sqrt(config.d_model) if config.scale_logits else 1.0
-            _init_linear_weight(config, module.transformer["wte"].weight, "emb", fan_in=config.d_model, std_factor=std_factor)
-            output = module.transformer["ff_out"]
-            if not config.weight_tying:
-                _init_linear_weight(config, output.weight, "final_out", fan_in=config.d_model)
-            if output.bias is not None:
-                init.zeros_(output.bias)
+            return
+        role = getattr(module, "_llada_init", None)
+        if role is None:
+            return
+        role, fan_in, layer_idx, std_factor = role
+        if not (role == "final_out" and config.weight_tying):
+            _init_linear_weight(config, module.weight, role, fan_in, layer_idx=layer_idx, std_factor=std_factor)
+        if getattr(module, "bias", None) is not None:
+            init.zeros_(module.bias)
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel):
