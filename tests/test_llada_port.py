@@ -382,6 +382,22 @@ def test_ln_f_output_is_the_final_hidden_state_and_qkv_are_linear():
     assert model(_ids(1, 4, vocab=1000, mask_id=999), return_dict=False)[0].shape == (1, 4, 1000)
 
 
+def test_prism_wraps_the_port_through_the_llada_family():
+    from prism_hf.modeling_prism import PrismForMaskedDiffusion
+
+    backbone = _native(_small_config(n_kv_heads=2))
+    prism = PrismForMaskedDiffusion.from_backbone(backbone).eval()
+    assert prism.family.name == "llada"
+    ids = _ids(2, 8, vocab=1000, mask_id=999)
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        out = prism(ids, attention_mask=mask)
+        direct = backbone(ids, attention_mask=mask).logits
+    assert torch.equal(out.logits, direct)
+    assert out.quality_logits.shape == (2, 8) and torch.isfinite(out.quality_logits).all()
+
+
 # ----- (e) gradient checkpointing ------------------------------------------------------------------------------
 def _loss(model, ids):
     logits = model(ids).logits
