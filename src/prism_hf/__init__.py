@@ -13,7 +13,7 @@ from .families import (
 )
 from .heads import HEAD_REGISTRY, QualityHead, register_head
 from .modeling_prism import PrismForMaskedDiffusion, PrismModelOutput
-from .models.mdlm import MDLMConfig, MDLMForMaskedLM
+from .models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, MDLMConfig, MDLMForMaskedLM
 
 __version__ = "0.1.0"
 
@@ -68,6 +68,10 @@ __all__ = [
     "QualityHead",
     "register_head",
     "HEAD_REGISTRY",
+    "LLaDAConfig",
+    "LLaDAModelLM",
+    "DreamConfig",
+    "DreamModel",
     "MDLMConfig",
     "MDLMForMaskedLM",
     *_LAZY_EXPORTS,

@@ -1,11 +1,9 @@
-"""Tiny in-process stand-ins for the Hub backbones, used by the tests, the examples' smoke runs and the docs.
+"""Tiny in-process models of every registered backbone family, for the tests, the examples' smoke runs and the docs.
 
-The remote-code families (LLaDA, Dream) cannot be downloaded offline, so this module defines small
-models of our own with the same *interface*: the same ``model_type``, the same module paths to the final
-norm, the same mask-id convention and forward signature. They are registered with the transformers Auto
-classes on import, so ``AutoModel.from_pretrained(folder)`` works for a saved tiny model just as it does
-for the real one with ``trust_remote_code=True``. MDLM has a native port (`prism_hf.models.mdlm`); [`tiny_mdlm`] builds
-a small model of that class.
+Each builder returns a small, randomly initialised model of the *real* class of its family: transformers' own BERT and
+ModernBERT, and prism_hf's native ports of LLaDA, Dream and MDLM (`prism_hf.models`), which load the Hub checkpoints
+and are checked against the published model code in the test suite. Nothing here defines or registers a model class,
+so importing this module changes nothing for a user (no stand-in shadows a real ``model_type``).
 
 Builders: [`tiny_bert`], [`tiny_modernbert`], [`tiny_llada`], [`tiny_dream`], [`tiny_mdlm`].
 """
@@ -15,25 +13,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    BertConfig,
-    BertForMaskedLM,
-    ModernBertConfig,
-    ModernBertForMaskedLM,
-    PretrainedConfig,
-    PreTrainedModel,
-)
-from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast, MaskedLMOutput
+from transformers import BertConfig, BertForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
 
 __all__ = [
-    "TinyLLaDAConfig",
-    "TinyLLaDAModelLM",
-    "TinyDreamConfig",
-    "TinyDreamModel",
     "tiny_bert",
     "tiny_modernbert",
     "tiny_llada",
@@ -42,175 +24,6 @@ __all__ = [
     "TINY_BUILDERS",
     "tiny_char_tokenizer",
 ]
-
-
-class _Block(nn.Module):
-    """Pre-norm bidirectional attention block with q/k/v projections named as in LLaDA / Llama."""
-
-    def __init__(self, d: int, n_heads: int, mlp_ratio: int = 2):
-        super().__init__()
-        self.n_heads = n_heads
-        self.attn_norm = nn.LayerNorm(d)
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.attn_out = nn.Linear(d, d, bias=False)
-        self.ff_norm = nn.LayerNorm(d)
-        self.ff_proj = nn.Linear(d, mlp_ratio * d, bias=False)
-        self.ff_out = nn.Linear(mlp_ratio * d, d, bias=False)
-
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        b, l, d = x.shape
-        h = self.attn_norm(x)
-        q, k, v = (proj(h).view(b, l, self.n_heads, d // self.n_heads).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-        x = x + self.attn_out(a.transpose(1, 2).reshape(b, l, d))
-        return x + self.ff_out(F.gelu(self.ff_proj(self.ff_norm(x))))
-
-
-def _padding_to_sdpa_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() == 4:
-        return attention_mask.bool()
-    return attention_mask.bool()[:, None, None, :]
-
-
-class _TinyPreTrained(PreTrainedModel):
-    supports_gradient_checkpointing = False
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-
-
-# ----- LLaDA ------------------------------------------------------------------------------------------
-class TinyLLaDAConfig(PretrainedConfig):
-    """Mimics LLaDA's config: ``d_model``, ``n_layers``, ``n_heads``, ``vocab_size`` and ``mask_token_id``."""
-
-    model_type = "llada"
-
-    def __init__(self, vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_sequence_length=256, mask_token_id=63, **kwargs):
-        self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.n_layers = n_layers
-        self.n_heads = n_heads
-        self.max_sequence_length = max_sequence_length
-        self.mask_token_id = mask_token_id
-        super().__init__(**kwargs)
-
-
-class _TinyLLaDAModel(nn.Module):
-    """LLaDA's ``LLaDAModel``: ``transformer.{wte, blocks, ln_f, ff_out}``; returns logits, not hidden states."""
-
-    def __init__(self, config: TinyLLaDAConfig):
-        super().__init__()
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.d_model),
-                wpe=nn.Embedding(config.max_sequence_length, config.d_model),
-                blocks=nn.ModuleList([_Block(config.d_model, config.n_heads) for _ in range(config.n_layers)]),
-                ln_f=nn.LayerNorm(config.d_model),
-                ff_out=nn.Linear(config.d_model, config.vocab_size, bias=False),
-            )
-        )
-
-    def forward(self, input_ids, attention_mask=None):
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)
-        mask = _padding_to_sdpa_mask(attention_mask)
-        for block in self.transformer.blocks:
-            x = block(x, mask)
-        return self.transformer.ff_out(self.transformer.ln_f(x))
-
-
-class TinyLLaDAModelLM(_TinyPreTrained):
-    """A few-layer model with LLaDA-8B's interface (``model.transformer.ln_f``, q/k/v_proj, ``mask_token_id``)."""
-
-    config_class = TinyLLaDAConfig
-    base_model_prefix = "model"
-
-    def __init__(self, config: TinyLLaDAConfig):
-        super().__init__(config)
-        self.model = _TinyLLaDAModel(config)
-        self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.transformer.wte
-
-    def forward(self, input_ids, attention_mask=None, return_dict=True, **kwargs):
-        logits = self.model(input_ids, attention_mask)
-        return CausalLMOutputWithPast(logits=logits)
-
-
-# ----- Dream ------------------------------------------------------------------------------------------
-class TinyDreamConfig(PretrainedConfig):
-    """Mimics Dream's config (``model_type='Dream'``, ``hidden_size``, ``mask_token_id``)."""
-
-    model_type = "Dream"
-
-    def __init__(self, vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
-                 mask_token_id=63, pad_token_id=0, **kwargs):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.max_position_embeddings = max_position_embeddings
-        self.mask_token_id = mask_token_id
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
-
-
-class _TinyDreamBase(nn.Module):
-    def __init__(self, config: TinyDreamConfig):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.layers = nn.ModuleList([_Block(config.hidden_size, config.num_attention_heads) for _ in range(config.num_hidden_layers)])
-        self.norm = nn.LayerNorm(config.hidden_size)
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
-        if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        x = self.embed_tokens(input_ids) + self.embed_positions(position_ids)
-        mask = None if attention_mask is None or isinstance(attention_mask, str) else _padding_to_sdpa_mask(attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return BaseModelOutput(last_hidden_state=self.norm(x))
-
-
-class TinyDreamModel(_TinyPreTrained):
-    """Dream's interface: ``model.norm``, ``lm_head``, a 4D/"full" attention mask and position ids; the
-    output at position ``i`` predicts token ``i+1`` (an AR-adapted model)."""
-
-    config_class = TinyDreamConfig
-    base_model_prefix = "model"
-
-    def __init__(self, config: TinyDreamConfig):
-        super().__init__(config)
-        self.model = _TinyDreamBase(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, return_dict=True, **kwargs):
-        hidden = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-        return MaskedLMOutput(logits=self.lm_head(hidden))
-
-
-for _config_cls, _model_cls, _autos in (
-    (TinyLLaDAConfig, TinyLLaDAModelLM, (AutoModel,)),
-    (TinyDreamConfig, TinyDreamModel, (AutoModel,)),
-):
-    AutoConfig.register(_config_cls.model_type, _config_cls, exist_ok=True)
-    for _auto in _autos:
-        _auto.register(_config_cls, _model_cls, exist_ok=True)
 
 
 # ----- builders ---------------------------------------------------------------------------------------
@@ -235,20 +48,49 @@ def tiny_modernbert(vocab_size: int = 64, hidden_size: int = 32, num_layers: int
 
 
 def tiny_llada(vocab_size: int = 64, d_model: int = 32, n_layers: int = 2, seed: int = 0, mask_token_id: Optional[int] = None,
-               **kwargs) -> TinyLLaDAModelLM:
-    """A tiny LLaDA-shaped model; ``mask_token_id`` defaults to the last id (pass the tokenizer's when you use one)."""
+               n_heads: int = 4, n_kv_heads: Optional[int] = None, **kwargs):
+    """A tiny model of the native LLaDA port (`prism_hf.models.llada.LLaDAModelLM`): LLaDA-8B's architecture (llama
+    blocks, RMS norms, rotary positions, SwiGLU-style gated MLP, untied output) at width ``d_model``.
+
+    ``mask_token_id`` defaults to the last id (pass the tokenizer's when you use one); EOS and padding default to id 0.
+    Other keyword arguments are `LLaDAConfig` fields (e.g. ``max_sequence_length``, ``n_kv_heads`` for grouped-query
+    attention).
+    """
+    from prism_hf.models.llada import LLaDAConfig, LLaDAModelLM
+
     torch.manual_seed(seed)
     mask = vocab_size - 1 if mask_token_id is None else mask_token_id
-    config = TinyLLaDAConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mask_token_id=mask, **kwargs)
-    return TinyLLaDAModelLM(config).eval()
+    defaults = dict(
+        n_kv_heads=n_heads if n_kv_heads is None else n_kv_heads, mlp_hidden_size=2 * d_model, max_sequence_length=256,
+        rope_theta=10_000.0, eos_token_id=0, pad_token_id=0,
+    )
+    defaults.update(kwargs)
+    config = LLaDAConfig(vocab_size=vocab_size, embedding_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                         mask_token_id=mask, **defaults)
+    return LLaDAModelLM(config).eval()
 
 
 def tiny_dream(vocab_size: int = 64, hidden_size: int = 32, num_layers: int = 2, seed: int = 0, mask_token_id: Optional[int] = None,
-               **kwargs) -> TinyDreamModel:
+               num_heads: int = 4, num_kv_heads: int = 2, **kwargs):
+    """A tiny model of the native Dream port (`prism_hf.models.dream.DreamModel`): Dream-v0's Qwen2-style architecture
+    (grouped-query attention with q/k/v biases, RMS norms, rotary positions) at width ``hidden_size``. Its logits are
+    shifted by one (the output at ``i`` predicts token ``i + 1``), as the real model's.
+
+    ``mask_token_id`` defaults to the last id; padding, BOS and EOS default to id 0. Other keyword arguments are
+    `DreamConfig` fields.
+    """
+    from prism_hf.models.dream import DreamConfig, DreamModel
+
     torch.manual_seed(seed)
     mask = vocab_size - 1 if mask_token_id is None else mask_token_id
-    config = TinyDreamConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers, mask_token_id=mask, **kwargs)
-    return TinyDreamModel(config).eval()
+    defaults = dict(
+        intermediate_size=2 * hidden_size, max_position_embeddings=256, rope_theta=10_000.0, pad_token_id=0,
+        bos_token_id=0, eos_token_id=0, initializer_range=0.05,
+    )
+    defaults.update(kwargs)
+    config = DreamConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, mask_token_id=mask, **defaults)
+    return DreamModel(config).eval()
 
 
 CHAT_TEMPLATE = (
