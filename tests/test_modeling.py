@@ -389,14 +389,101 @@ def test_unresolvable_backbone_reference_offline_says_what_to_do(tmp_path):
     _assert_same_outputs(model.eval(), loaded, _inputs())
 
 
+def _remote_code_family():
+    """A PRISM family for the remote-code-only test double (tests/doubles/remote_mdm.py), under its own model_type."""
+    return register_family(
+        BackboneFamily(name="remote-test-mdm", model_types=("prism-test-remote-mdm",), auto_class="AutoModelForMaskedLM",
+                       hidden_state_module="norm"),
+        overwrite=True,
+    )
+
+
+def _remote_code_folder(path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from doubles.remote_mdm import save_remote_code_folder
+    finally:
+        sys.path.pop(0)
+    _remote_code_family()
+    return save_remote_code_folder(path)
+
+
 def test_remote_code_backbone_needs_explicit_trust(tmp_path):
-    backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), backbone_training="frozen", trust_remote_code=True)
+    """A family prism_hf has no native port of runs its remote code, and only with trust_remote_code=True."""
+    folder = _remote_code_folder(tmp_path / "remote")
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        PrismForMaskedDiffusion.from_backbone(str(folder), backbone_training="frozen")
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), backbone_training="frozen", trust_remote_code=True)
     assert model.config.backbone_trust_remote_code
+    assert type(model.backbone).__module__.startswith("transformers_modules")
     model.save_pretrained(tmp_path / "prism")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism")
-    PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism", trust_remote_code=True)
+    loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism", trust_remote_code=True)
+    _assert_same_outputs(model.eval(), loaded, _inputs())
+
+
+def test_hub_layout_llada_folder_loads_with_the_native_port_whatever_trust_remote_code_says(tmp_path):
+    """examples/make_tiny_llada.py writes the Hub's layout (auto_map naming remote files that are not there): the
+    native port loads it, with or without trust_remote_code, so the published code never runs."""
+    import importlib.util
+
+    from prism_hf.models.llada import LLaDAModelLM
+
+    spec = importlib.util.spec_from_file_location("make_tiny_llada", Path(__file__).parents[1] / "examples" / "make_tiny_llada.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = module.make_tiny_llada(tmp_path / "tiny-llada", d_model=32)
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    for trust in (False, True):
+        model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=trust, backbone_training="frozen")
+        assert type(model.backbone) is LLaDAModelLM and model.family.name == "llada"
+        assert not model.config.backbone_trust_remote_code and model.config.backbone_implementation == "native"
+    assert model.mask_token_id == 4
+    model.save_pretrained(tmp_path / "prism")
+    loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism")
+    _assert_same_outputs(model.eval(), loaded, _inputs(vocab=100))
+    # The explicit opt-out needs trust_remote_code, and says so before anything runs.
+    with pytest.raises(ValueError, match=r"backbone_implementation='remote'.*trust_remote_code=True"):
+        PrismForMaskedDiffusion.from_backbone(str(folder), backbone_implementation="remote")
+    with pytest.raises(ValueError, match=r"backbone_implementation='hub' is not valid.*'native', 'remote'"):
+        PrismForMaskedDiffusion.from_backbone(str(folder), backbone_implementation="hub")
+
+
+def test_full_weights_of_a_remote_code_backbone_reload_in_a_fresh_process(tmp_path):
+    """The backbone class is not in transformers nor in prism_hf: it is rebuilt from the reference's remote code."""
+    import os
+    import subprocess
+    import sys
+
+    folder = _remote_code_folder(tmp_path / "remote")
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=True)  # full fine-tune
+    with torch.no_grad():
+        model.backbone.embed.weight.mul_(2.0)
+    model.save_pretrained(tmp_path / "prism")
+    ids = _inputs()
+    torch.save(ids, tmp_path / "ids.pt")
+    with torch.no_grad():
+        expected = model.eval()(ids).logits
+    torch.save(expected, tmp_path / "expected.pt")
+    script = (
+        "import sys, torch\n"
+        "from prism_hf import PrismForMaskedDiffusion, BackboneFamily, register_family\n"
+        "register_family(BackboneFamily(name='remote-test-mdm', model_types=('prism-test-remote-mdm',), "
+        "auto_class='AutoModelForMaskedLM', hidden_state_module='norm'))\n"
+        f"m = PrismForMaskedDiffusion.from_pretrained({str(tmp_path / 'prism')!r}, trust_remote_code=True)\n"
+        f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
+        "with torch.no_grad():\n"
+        "    logits = m(ids).logits\n"
+        f"assert torch.equal(logits, torch.load({str(tmp_path / 'expected.pt')!r}))\n"
+        "assert type(m.backbone).__module__.startswith('transformers_modules')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_newer_checkpoint_format_is_refused(tmp_path):
@@ -436,60 +523,6 @@ def test_tiny_char_tokenizer_round_trips_and_has_chat_template():
     assert chat == "<|user|>hi<|eos|><|assistant|>"
     model = PrismForMaskedDiffusion.from_backbone(tiny_llada(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id))
     assert model.mask_token_id == tokenizer.mask_token_id
-
-
-def test_remote_code_llada_folder_loads_like_the_hub_checkpoint(tmp_path):
-    """examples/make_tiny_llada.py writes an auto_map remote-code folder: the same path as GSAI-ML/LLaDA-8B-Instruct."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_tiny_llada", Path(__file__).parents[1] / "examples" / "make_tiny_llada.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    folder = module.make_tiny_llada(tmp_path / "tiny-llada", d_model=32)
-    assert "auto_map" in json.loads((folder / "config.json").read_text())
-    model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=True, backbone_training="frozen")
-    # (In a process that has not imported prism_hf.testing the class comes from the folder's modeling file.)
-    assert type(model.backbone).__name__ == "TinyLLaDAModelLM" and model.family.name == "llada"
-    assert model.mask_token_id == 4
-    model.save_pretrained(tmp_path / "prism")
-    loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "prism", trust_remote_code=True)
-    _assert_same_outputs(model.eval(), loaded, _inputs(vocab=100))
-
-
-def test_full_weights_of_a_remote_code_backbone_reload_in_a_fresh_process(tmp_path):
-    """The backbone class is not in transformers: it is rebuilt from the reference's remote code, then loaded."""
-    import subprocess
-    import sys
-
-    spec_path = Path(__file__).parents[1] / "examples" / "make_tiny_llada.py"
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_tiny_llada_fresh", spec_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    folder = module.make_tiny_llada(tmp_path / "tiny-llada", d_model=32)
-    model = PrismForMaskedDiffusion.from_backbone(str(folder), trust_remote_code=True)  # full fine-tune
-    with torch.no_grad():
-        model.backbone.model.transformer.wte.weight.mul_(2.0)
-    model.save_pretrained(tmp_path / "prism")
-    ids = _inputs(vocab=100)
-    torch.save(ids, tmp_path / "ids.pt")
-    with torch.no_grad():
-        expected = model.eval()(ids).logits
-    torch.save(expected, tmp_path / "expected.pt")
-    script = (
-        "import sys, torch\n"
-        "from prism_hf import PrismForMaskedDiffusion\n"
-        "assert 'prism_hf.testing' not in sys.modules\n"
-        f"m = PrismForMaskedDiffusion.from_pretrained({str(tmp_path / 'prism')!r}, trust_remote_code=True)\n"
-        f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
-        f"assert torch.equal(m(ids).logits, torch.load({str(tmp_path / 'expected.pt')!r}))\n"
-        "assert type(m.backbone).__module__.startswith('transformers_modules')\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_public_exports_resolve_lazily():
