@@ -4,8 +4,9 @@ Two kinds of remasking rules exist, both registered by name in [`REMASKING_RULES
 
 * **Count rules** (`prism`, `random`, `confidence`): a count schedule (see [`REMASK_SCHEDULES`]) says how many
   tokens ``r`` each row remasks this step; the rule ranks the row's clean generated tokens and the ``r``
-  lowest are remasked. `prism` ranks by the quality head's ``sigmoid(quality_logits)``; `confidence` by the
-  probability the token had when it was unmasked; `random` uniformly. `random` and `confidence` with the same
+  lowest are remasked. `prism` ranks by the quality head's logits (the same order as ``sigmoid(quality_logits)``,
+  without its float32 saturation: the sigmoid is exactly 1.0 above a logit of about 17, where every confident
+  token would tie); `confidence` by the probability the token had when it was unmasked; `random` uniformly. `random` and `confidence` with the same
   counts as `prism` isolate what the learned head adds.
 * **Probability rules** (ReMDM, arXiv 2503.00307: `remdm_cap`, `remdm_rescale`, `remdm_conf`, `remdm_loop`):
   every clean generated token is remasked independently with probability ``sigma_t`` (per token for
@@ -57,6 +58,8 @@ __all__ = [
     "get_remasking_rule",
     "get_remask_schedule",
     "remdm_sigma_max",
+    "LLADA_REMASKING_NAMES",
+    "llada_remasking_hint",
 ]
 
 REMASKING_RULES: Dict[str, Type["RemaskingRule"]] = {}
@@ -89,14 +92,33 @@ def register_remask_schedule(name: str) -> Callable[[Type["RemaskSchedule"]], Ty
     return decorator
 
 
+#: LLaDA's ``generate(remasking=...)`` values. In LLaDA "remasking" is the *order in which masks are filled* (the
+#: rest stay masked); in prism_hf that is the unmasking rule, and ``remasking`` names self-correction rules that put
+#: already unmasked tokens back to the mask.
+LLADA_REMASKING_NAMES = {"low_confidence": "confidence", "random": "random"}
+
+
+def llada_remasking_hint(value: str) -> str:
+    """The sentence that maps LLaDA's ``remasking=value`` to prism_hf's scheduler fields."""
+    unmasking = LLADA_REMASKING_NAMES[value]
+    return (
+        f"LLaDA's remasking={value!r} is prism_hf's unmasking={unmasking!r}: build the scheduler with "
+        f"PrismScheduler(unmasking={unmasking!r}, remasking='none') for LLaDA's sampler. prism_hf's `remasking` is a "
+        "different thing: the self-correction rule that puts already unmasked tokens back to the mask "
+        "('prism', 'confidence', 'random', ReMDM's rules)."
+    )
+
+
 def get_remasking_rule(name: str) -> "RemaskingRule":
-    """An instance of the remasking rule registered as ``name``; the error lists the valid names."""
+    """An instance of the remasking rule registered as ``name``; the error lists the valid names (and, for LLaDA's
+    ``'low_confidence'``, says that it is prism_hf's ``unmasking='confidence'``)."""
     try:
         return REMASKING_RULES[name]()
-    except KeyError:
+    except (KeyError, TypeError):
+        hint = f" {llada_remasking_hint(name)}" if name in LLADA_REMASKING_NAMES and name not in REMASKING_RULES else ""
         raise ValueError(
             f"remasking={name!r} is not a known remasking rule; valid rules: {sorted(REMASKING_RULES)}. "
-            "Add one with `@prism_hf.remasking.register_remasking_rule('name')`."
+            f"Add one with `@prism_hf.remasking.register_remasking_rule('name')`.{hint}"
         ) from None
 
 
@@ -104,7 +126,7 @@ def get_remask_schedule(name: str) -> "RemaskSchedule":
     """An instance of the remask count schedule registered as ``name``; the error lists the valid names."""
     try:
         return REMASK_SCHEDULES[name]()
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"remask_schedule={name!r} is not a known remask count schedule; valid schedules: "
             f"{sorted(REMASK_SCHEDULES)}. Add one with `@prism_hf.remasking.register_remask_schedule('name')`."
@@ -119,8 +141,9 @@ class RemaskContext:
         clean (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): Positions that may be remasked:
             generated (not prompt / fixed / outside the current block) and currently unmasked.
         num_clean (`torch.LongTensor` of shape `(batch_size,)`): ``clean.sum(-1)``.
-        quality (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): ``sigmoid(quality_logits)``
-            of the current sequence, or `None` for a model without a quality head.
+        quality_logits (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*): The quality
+            head's logits of the current sequence (float32), or `None` for a model without a quality head. Rank by
+            these, not by [`quality`]: a float32 sigmoid is exactly 1.0 above a logit of about 17.
         token_confidence (`torch.Tensor` of shape `(batch_size, sequence_length)`): Probability each token had
             when it was unmasked (ReMDM's ``psi``).
         alpha_t (`float`): Expected clean fraction of the generated region before this step.
@@ -130,11 +153,16 @@ class RemaskContext:
 
     clean: torch.Tensor
     num_clean: torch.Tensor
-    quality: Optional[torch.Tensor]
+    quality_logits: Optional[torch.Tensor]
     token_confidence: torch.Tensor
     alpha_t: float
     alpha_s: float
     generator: Optional[torch.Generator] = None
+
+    @property
+    def quality(self) -> Optional[torch.Tensor]:
+        """``sigmoid(quality_logits)`` in ``[0, 1]`` (for rules that need the probability itself, not a ranking)."""
+        return None if self.quality_logits is None else torch.sigmoid(self.quality_logits)
 
 
 def remdm_sigma_max(alpha_t: float, alpha_s: float) -> float:
@@ -149,7 +177,7 @@ class RemaskingRule:
     """Base class of all remasking rules."""
 
     name: str = ""
-    #: Needs the quality head (`sigmoid(quality_logits)`); asking for it with a plain MDM is an error.
+    #: Needs the quality head (``context.quality_logits``); asking for it with a plain MDM is an error.
     needs_quality: bool = False
     #: `"none"`, `"count"` (a count schedule gives r, [`score`] picks which) or `"probability"` (ReMDM).
     kind: str = "none"
@@ -172,18 +200,19 @@ class CountRemaskingRule(RemaskingRule):
 
 @register_remasking_rule("prism")
 class PrismRemasking(CountRemaskingRule):
-    """PRISM: remask the tokens the quality head rates lowest."""
+    """PRISM: remask the tokens the quality head rates lowest, ranked by the head's logits (the official LLaDA
+    sampler does the same; ranking by a float32 sigmoid would tie every token whose logit is above about 17)."""
 
     needs_quality = True
 
     def score(self, context: RemaskContext) -> torch.Tensor:
-        if context.quality is None:
+        if context.quality_logits is None:
             raise ValueError(
                 "remasking='prism' needs quality scores, but the model output has no `quality_logits` (a plain MDM "
                 "without a PRISM quality head). Wrap the backbone with PrismForMaskedDiffusion, or choose a rule that "
                 f"needs no head: {sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
             )
-        return context.quality
+        return context.quality_logits.float()
 
 
 @register_remasking_rule("random")
@@ -320,9 +349,11 @@ class FixedRemaskSchedule(RemaskSchedule):
 
 @register_remask_schedule("budget")
 class BudgetRemaskSchedule(RemaskSchedule):
-    """``remask_budget`` tokens per block, spread evenly over the middle steps of the window (its steps
-    without the block's first and last step, where nothing can be remasked or refilled). LLaDA: 12 per
-    64-token block."""
+    """``remask_budget`` tokens per block over the window's middle steps (its steps without the block's first
+    step, when nothing is clean yet, and last step, which must fill every mask), **centred** as the official PRISM
+    LLaDA sampler centres them: each middle step gets ``budget // m`` (``m`` middle steps) and the ``budget % m``
+    extra tokens go to the middle steps nearest the window's centre (the earlier one first on a tie). LLaDA code
+    recipe: 12 per 64-token block over 32 steps remasks one token at each of steps 10 to 21."""
 
     def plan(self, num_steps, active, config):
         middle = [k for k, on in enumerate(active) if on and 0 < k < num_steps - 1]
@@ -330,8 +361,10 @@ class BudgetRemaskSchedule(RemaskSchedule):
         if not middle:
             return out
         base, extra = divmod(config.remask_budget, len(middle))
-        for i, k in enumerate(middle):
-            out[k] = base + (1 if i < extra else 0)
+        centre = (middle[0] + middle[-1]) / 2
+        nearest_centre = sorted(middle, key=lambda k: (abs(k - centre), k))[:extra]
+        for k in middle:
+            out[k] = base + (1 if k in nearest_centre else 0)
         return out
 
 

@@ -7,12 +7,14 @@ masks, as Sudoku puzzles do) and never leaves the device: no per-row Python loop
 
 One step, for every row (see `docs/sampling.md`):
 
-1. draw a token at every position from the posterior (greedy, or temperature / top-k / top-p);
+1. draw a token at every position from the posterior (greedy, or temperature / top-k / top-p), and score the
+   masked positions for unmasking from the model's untempered posterior (``confidence_source="model"``);
 2. **remask**: among the generated, currently unmasked positions, remask ``r`` tokens (count rules: the ``r``
-   with the lowest score, ``r`` from the count schedule; ReMDM rules: each with probability ``sigma_t``);
+   with the lowest score, ``r`` from the count schedule and never more than the clean tokens minus one; ReMDM
+   rules: each with probability ``sigma_t``);
 3. **unmask**: fill ``u`` of the positions that were masked *before* this step (a position remasked in this
    step is not refilled in the same step), chosen by the unmasking rule. For count rules
-   ``u = (clean count the schedule wants after the step) - (clean count now) + r``; for ReMDM rules
+   ``u = (clean count the schedule wants after the step) - (clean count now) + r`` (``unmask_schedule``); for ReMDM rules
    ``u ~ Binomial(masked, (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t))``.
 
 Positions marked in ``fixed_mask`` (prompt, given Sudoku clues, padding, positions outside the current block)
@@ -23,6 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
+
+import math
+import numbers
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -38,10 +43,64 @@ from .remasking import (
 )
 from .unmasking import get_unmasking_rule
 
-__all__ = ["PrismScheduler", "PrismSchedulerOutput"]
+__all__ = ["PrismScheduler", "PrismSchedulerOutput", "top_p_filter", "TOP_P_MODES", "UNMASK_SCHEDULES", "CONFIDENCE_SOURCES"]
 
 # Vocabularies up to this size take the short-row sampling path (see `PrismScheduler.sample_tokens`).
 _SHORT_VOCAB = 64
+
+#: ``top_p_mode`` values: which tokens a nucleus keeps (see [`top_p_filter`]).
+TOP_P_MODES = ("transformers", "mdlm")
+#: ``unmask_schedule`` values: how a block's clean count grows step by step.
+UNMASK_SCHEDULES = ("ceil", "llada")
+#: ``confidence_source`` values: which distribution the unmasking scores and ``token_confidence`` read.
+CONFIDENCE_SOURCES = ("model", "sampling")
+
+
+def top_p_filter(logits: torch.Tensor, top_p: Optional[float], mode: str = "transformers") -> torch.Tensor:
+    """Set the logits outside the nucleus of ``softmax(logits)`` to ``-inf`` (the most likely token always stays).
+
+    Args:
+        logits (`torch.Tensor` of shape `(..., vocab_size)`): Logits (already divided by any temperature).
+        top_p (`float`, *optional*): Nucleus mass in ``(0, 1]``; `None` or 1 keeps everything.
+        mode (`str`): ``"transformers"`` keeps the smallest set of most likely tokens whose mass reaches ``top_p``
+            (the token that crosses ``top_p`` stays; transformers' ``TopPLogitsWarper``). ``"mdlm"`` keeps the
+            tokens whose cumulative mass, themselves included, is at most ``top_p`` (the crossing token goes), as the
+            public MDLM, ReMDM and PRISM text samplers do.
+
+    Returns:
+        `torch.Tensor`: The filtered logits, same shape (a new tensor).
+    """
+    if mode not in TOP_P_MODES:
+        raise ValueError(f"top_p_mode={mode!r} is not valid; choose one of {list(TOP_P_MODES)}.")
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    sorted_probs = sorted_logits.softmax(-1)
+    cumulative = sorted_probs.cumsum(-1)
+    if mode == "transformers":
+        drop_sorted = (cumulative - sorted_probs) >= top_p  # the tokens ranked above already reach top_p
+    else:
+        drop_sorted = cumulative > top_p
+        drop_sorted[..., 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        allowed = f"None or an int >= {minimum}" if optional else f"an int >= {minimum}"
+        raise ValueError(f"{name}={value!r} is not valid; it must be {allowed}.")
+
+
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}.")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -122,8 +181,24 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             PRISM-loop: extra steps per block after the schedule ends, holding the clean count at
             ``n - num_remask``, remasking ``num_remask`` lowest-quality tokens and refilling them; the last one
             fills everything. Only for count rules.
-        temperature (`float`, defaults to 0.0): 0 is greedy (argmax); otherwise tokens are sampled.
-        top_k (`int`, *optional*), top_p (`float`, *optional*): Filters applied before sampling.
+        temperature (`float`, defaults to 0.0): 0 is greedy (argmax); otherwise tokens are sampled from
+            ``softmax(logits / temperature)``. Finite and ``>= 0``.
+        top_k (`int`, *optional*), top_p (`float`, *optional*): Filters applied before sampling (``top_p`` in
+            ``(0, 1]``).
+        top_p_mode (`str`, defaults to `"transformers"`): Which tokens the ``top_p`` nucleus keeps:
+            `"transformers"` (the smallest set reaching ``top_p``) or `"mdlm"` (cumulative mass at most ``top_p``,
+            the public MDLM / ReMDM / PRISM text samplers). See [`top_p_filter`].
+        confidence_source (`str`, defaults to `"model"`):
+            What the unmasking scores (`confidence`, `margin`, `entropy`) and ``token_confidence`` read: `"model"`,
+            the model's untempered posterior without top-k / top-p (LLaDA's ``generate``, the official PRISM
+            sampler and Fast-dLLM order by it), or `"sampling"`, the tempered and filtered distribution the token was
+            drawn from (the behaviour of prism_hf before this option). Identical at ``temperature=0`` without
+            filters.
+        unmask_schedule (`str`, defaults to `"ceil"`):
+            How the clean count of a block's ``n`` generated positions grows over its ``S`` steps (count and
+            vanilla rules): `"ceil"`, ``ceil(n (k + 1) / S)`` after step ``k``; or `"llada"`, LLaDA's
+            ``get_num_transfer_tokens``: ``n // S`` per step plus one more on each of the first ``n % S`` steps, so
+            that runs match LLaDA's ``generate`` token for token (the official PRISM LLaDA sampler uses it too).
         block_length (`int`, *optional*):
             Default block length for the pipeline (semi-autoregressive blocks); `None` is one block.
         remdm_t_on (`float`, defaults to 0.55), remdm_t_off (`float`, defaults to 0.05),
@@ -151,36 +226,40 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         remdm_t_on: float = 0.55,
         remdm_t_off: float = 0.05,
         remdm_alpha_on: float = 0.9,
+        top_p_mode: str = "transformers",
+        confidence_source: str = "model",
+        unmask_schedule: str = "ceil",
     ):
         self.unmasking_rule = get_unmasking_rule(unmasking)
         self.remasking_rule = get_remasking_rule(remasking)
         self.remask_count_schedule = get_remask_schedule(remask_schedule)
-        if not isinstance(num_remask, int) or num_remask < 0:
-            raise ValueError(f"num_remask={num_remask!r} must be an int >= 0.")
-        if not isinstance(remask_budget, int) or remask_budget < 0:
-            raise ValueError(f"remask_budget={remask_budget!r} must be an int >= 0.")
-        if eta is not None and not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta={eta!r} must be in [0, 1] (a remasking probability cap).")
-        if not 0.0 <= step_on <= step_off <= 1.0:
+        _check_int("num_remask", num_remask, 0)
+        _check_int("remask_budget", remask_budget, 0)
+        if eta is not None and not (_is_real(eta) and 0.0 <= eta <= 1.0):
+            raise ValueError(f"eta={eta!r} must be None or a number in [0, 1] (a remasking probability cap).")
+        if not (_is_real(step_on) and _is_real(step_off) and 0.0 <= step_on <= step_off <= 1.0):
             raise ValueError(
                 f"step_on={step_on!r}, step_off={step_off!r}: need 0 <= step_on <= step_off <= 1 (fractions of a block's steps)."
             )
-        if not isinstance(prism_loop_steps, int) or prism_loop_steps < 0:
-            raise ValueError(f"prism_loop_steps={prism_loop_steps!r} must be an int >= 0.")
+        _check_int("prism_loop_steps", prism_loop_steps, 0)
         if prism_loop_steps > 0 and self.remasking_rule.kind != "count":
             count_rules = sorted(n for n, c in REMASKING_RULES.items() if getattr(c, "kind", "") == "count")
             raise ValueError(
                 f"prism_loop_steps={prism_loop_steps} needs a count remasking rule ({count_rules}); got "
                 f"remasking={remasking!r}" + (" (use remasking='remdm_loop' for ReMDM's loop)." if remasking.startswith("remdm") else ".")
             )
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k={top_k!r} must be None or an int >= 1.")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p={top_p!r} must be None or in (0, 1].")
-        if block_length is not None and (not isinstance(block_length, int) or block_length < 1):
-            raise ValueError(f"block_length={block_length!r} must be None or an int >= 1.")
+        if not (_is_real(temperature) and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(
+                f"temperature={temperature!r} is not valid; it must be a finite number >= 0 (0 is greedy, 1 samples "
+                "from the posterior)."
+            )
+        _check_int("top_k", top_k, 1, optional=True)
+        if top_p is not None and not (_is_real(top_p) and 0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p={top_p!r} must be None or a number in (0, 1] (the nucleus mass).")
+        _check_int("block_length", block_length, 1, optional=True)
+        _check_choice("top_p_mode", top_p_mode, TOP_P_MODES)
+        _check_choice("confidence_source", confidence_source, CONFIDENCE_SOURCES)
+        _check_choice("unmask_schedule", unmask_schedule, UNMASK_SCHEDULES)
         if not 0.0 <= remdm_t_off <= remdm_t_on <= 1.0:
             raise ValueError(f"remdm_t_off={remdm_t_off!r}, remdm_t_on={remdm_t_on!r}: need 0 <= t_off <= t_on <= 1.")
         if not 0.0 <= remdm_alpha_on < 1.0:
@@ -247,20 +326,34 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = steps
         self.timesteps = torch.arange(steps + loop, device=device)
 
+    def _clean_target(self, num_generated: torch.Tensor, plan: _StepPlan) -> torch.Tensor:
+        """Clean generated tokens per row after the step, `(batch_size,)`, from ``unmask_schedule`` (integer
+        arithmetic: exact, and no float64, which some devices lack)."""
+        done, steps = plan.clean_fraction
+        if self.config.unmask_schedule == "llada":
+            # LLaDA's get_num_transfer_tokens: n // S per step, one more on each of the first n % S steps.
+            base = torch.div(num_generated, steps, rounding_mode="floor")
+            return base * done + torch.clamp(num_generated - base * steps, max=done)
+        return torch.div(num_generated * done + steps - 1, steps, rounding_mode="floor")  # ceil(n * (k + 1) / S)
+
     # ----- sampling -----------------------------------------------------------------------------------------
     def _filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
             kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        if cfg.top_p is not None and cfg.top_p < 1.0:
-            sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            # Drop a token when the tokens ranked above it already reach top_p (the top token always stays).
-            drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= cfg.top_p
-            drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        return logits
+        return top_p_filter(logits, cfg.top_p, cfg.top_p_mode)
+
+    def _filters_active(self, vocab_size: int) -> bool:
+        cfg = self.config
+        return (cfg.top_k is not None and cfg.top_k < vocab_size) or (cfg.top_p is not None and cfg.top_p < 1.0)
+
+    @staticmethod
+    def _softmax(logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] <= _SHORT_VOCAB:  # short rows: max + exp + sum beats PyTorch's CPU softmax kernel
+            unnormalised = (logits - logits.amax(-1, keepdim=True)).exp_()
+            return unnormalised / unnormalised.sum(-1, keepdim=True)
+        return logits.softmax(-1)
 
     @staticmethod
     def _drop_token(logits: torch.Tensor, token_id: int, inplace: bool) -> torch.Tensor:
@@ -285,9 +378,10 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             inplace (`bool`): ``logits`` is a scratch copy that may be overwritten (saves a copy of `(B, L, V)`).
 
         Returns:
-            `(sampled_tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the
-            (tempered, filtered) posterior, and the full posterior `(B, L, V)` when the unmasking rule reads it
-            (else `None`).
+            `(sampled_tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the posterior
+            named by ``confidence_source`` (the model's untempered one, or the tempered and filtered one they were
+            drawn from), and that full posterior `(B, L, V)` when the unmasking rule reads it (else `None`). The mask
+            token has probability 0 in both.
         """
         inplace = inplace or logits.dtype != torch.float32  # .float() of another dtype is a fresh copy too
         logits = logits.float()
@@ -297,16 +391,17 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         if temperature > 0:
             if has_mask_column:  # before top-k / top-p, so the filters never keep only the mask token
                 logits = self._drop_token(logits, mask_token_id, inplace)
-            logits = self._filter_logits(logits / temperature if temperature != 1.0 else logits)
-            if vocab_size <= _SHORT_VOCAB:
-                unnormalised = (logits - logits.amax(-1, keepdim=True)).exp_()
-                probs = unnormalised / unnormalised.sum(-1, keepdim=True)
-            else:
-                probs = logits.softmax(-1)
+            draw_logits = self._filter_logits(logits / temperature if temperature != 1.0 else logits)
+            draw_probs = self._softmax(draw_logits)
             # Inverse-CDF draw: one uniform per position (cheaper on CPU than a Gumbel / exponential race over V).
-            cdf = probs.cumsum(-1)
-            u = torch.rand(probs.shape[:-1] + (1,), device=probs.device, generator=generator, dtype=cdf.dtype)
+            cdf = draw_probs.cumsum(-1)
+            u = torch.rand(draw_probs.shape[:-1] + (1,), device=draw_probs.device, generator=generator, dtype=cdf.dtype)
             sampled = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1).clamp_(max=vocab_size - 1)
+            probs = draw_probs
+            if self.config.confidence_source == "model" and (temperature != 1.0 or self._filters_active(vocab_size)):
+                # Order by the model's own posterior, as LLaDA's generate, the official PRISM sampler and Fast-dLLM do:
+                # the temperature and the filters shape the draw, not which masks are filled first.
+                probs = self._softmax(logits)
             token_prob = probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
             return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
         if vocab_size <= _SHORT_VOCAB:
@@ -419,9 +514,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         )
         clean_target = None
         if rule.kind != "probability":
-            # ceil(n * (k + 1) / S) in integer arithmetic (exact, and no float64, which some devices lack)
-            numerator, denominator = plan.clean_fraction
-            clean_target = torch.div(num_generated * numerator + denominator - 1, denominator, rounding_mode="floor")
+            clean_target = self._clean_target(num_generated, plan)
             if plan.hold:
                 clean_target = torch.minimum(clean_target, (num_generated - self.config.num_remask).clamp(min=0))
             if is_last:
@@ -430,7 +523,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             context = RemaskContext(
                 clean=clean,
                 num_clean=num_clean,
-                quality=torch.sigmoid(quality_logits.float()) if quality_logits is not None else None,
+                quality_logits=quality_logits.float() if quality_logits is not None else None,
                 token_confidence=token_confidence,
                 alpha_t=plan.alpha_t,
                 alpha_s=plan.alpha_s,
@@ -441,9 +534,11 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                     counts = torch.full_like(num_clean, plan.loop_count)
                 else:
                     counts = self.remask_count_schedule.counts(plan.remask_planned, context, self.eta)
-                # Cap: only clean generated tokens, and only as many as stay masked after this step, so every
-                # remasked token can be refilled by a later step.
-                counts = torch.minimum(counts, torch.minimum(num_clean, num_generated - clean_target)).clamp(min=0)
+                # Cap: at most the clean generated tokens minus one (one clean token always stays, so a step never
+                # empties the block it is correcting; the public text sampler even skips a step with r or fewer clean
+                # tokens), and only as many as stay masked after this step, so every remasked token can be refilled
+                # by a later step.
+                counts = torch.minimum(counts, torch.minimum(num_clean - 1, num_generated - clean_target)).clamp(min=0)
                 scores = rule.score(context).float().masked_fill(~clean, float("inf"))
                 remasked = _top_per_row(scores, counts, descending=False)
             else:

@@ -54,9 +54,10 @@ def get_unmasking_rule(name: str) -> "UnmaskingRule":
     """An instance of the unmasking rule registered as ``name``; the error lists the valid names."""
     try:
         return UNMASKING_RULES[name]()
-    except KeyError:
+    except (KeyError, TypeError):
+        hint = " (LLaDA's remasking='low_confidence' is unmasking='confidence')" if name == "low_confidence" else ""
         raise ValueError(
-            f"unmasking={name!r} is not a known unmasking rule; valid rules: {sorted(UNMASKING_RULES)}. "
+            f"unmasking={name!r} is not a known unmasking rule{hint}; valid rules: {sorted(UNMASKING_RULES)}. "
             "Add one with `@prism_hf.unmasking.register_unmasking_rule('name')`."
         ) from None
 
@@ -78,10 +79,12 @@ class UnmaskingRule:
         """Score every position.
 
         Args:
-            probs (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`): The posterior the tokens
-                were drawn from (after temperature / top-k / top-p).
+            probs (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`): The posterior the scores
+                read: the model's untempered posterior (scheduler ``confidence_source="model"``, the default) or the
+                tempered, top-k / top-p filtered one the tokens were drawn from (``"sampling"``); the mask token has
+                probability 0. `None` unless the rule sets ``needs_full_probs``.
             sampled_tokens (`torch.LongTensor` of shape `(batch_size, sequence_length)`): The drawn tokens.
-            token_prob (`torch.Tensor` of shape `(batch_size, sequence_length)`): ``probs`` at the drawn token.
+            token_prob (`torch.Tensor` of shape `(batch_size, sequence_length)`): That posterior at the drawn token.
             generator (`torch.Generator`, *optional*): For rules that draw random numbers.
 
         Returns:
@@ -92,7 +95,9 @@ class UnmaskingRule:
 
 @register_unmasking_rule("confidence")
 class ConfidenceUnmasking(UnmaskingRule):
-    """Probability of the drawn token (LLaDA's low-confidence remasking order)."""
+    """Probability of the drawn token (LLaDA's ``remasking='low_confidence'``: the most confident masks are filled
+    first, the least confident stay masked). With the scheduler's default ``confidence_source="model"`` this is the
+    untempered posterior's probability, as in LLaDA, the official PRISM sampler and Fast-dLLM."""
 
     def score(self, probs, sampled_tokens, token_prob, generator=None):
         return token_prob
