@@ -350,3 +350,77 @@ def test_infilling_keeps_the_callers_layout_with_padding(prism_model):
     keep = (x != MASK) | (attention == 0)
     assert torch.equal(out.sequences[keep], x[keep])
     assert not (out.sequences[attention.bool()] == MASK).any()
+
+
+# ----- save / load with a tokenizer, and the model's loading arguments -------------------------------------------------
+def _text_prism(builder):
+    from prism_hf.testing import tiny_char_tokenizer
+
+    tokenizer = tiny_char_tokenizer()
+    backbone = builder(vocab_size=len(tokenizer))
+    return PrismForMaskedDiffusion.from_backbone(backbone, tokenizer=tokenizer).eval(), tokenizer
+
+
+@pytest.mark.parametrize("builder", [tiny_bert, tiny_mdlm])
+def test_save_and_load_with_a_tokenizer(tmp_path, builder):
+    """The tokenizer folder is written and loads back (diffusers saves only required or `_optional_components`)."""
+    model, tokenizer = _text_prism(builder)
+    pipe = PrismPipeline(model=model, scheduler=PrismScheduler(remasking="prism", num_remask=1), tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer" / "tokenizer_config.json").is_file()
+    loaded = PrismPipeline.from_pretrained(tmp_path)
+    assert type(loaded.tokenizer).__name__ == type(tokenizer).__name__ and len(loaded.tokenizer) == len(tokenizer)
+    assert loaded.tokenizer.mask_token_id == tokenizer.mask_token_id
+    kwargs = dict(prompt=["hello", "a"], gen_length=8, num_inference_steps=4, generator=None)
+    a, b = pipe(**kwargs), loaded(**kwargs)
+    assert a.texts == b.texts and torch.equal(a.sequences, b.sequences)
+
+
+def test_from_pretrained_forwards_the_model_arguments(tmp_path, monkeypatch):
+    model, tokenizer = _text_prism(tiny_bert)
+    PrismPipeline(model=model, scheduler=PrismScheduler(), tokenizer=tokenizer).save_pretrained(tmp_path)
+    seen = {}
+    original = PrismForMaskedDiffusion.from_pretrained.__func__
+
+    def spy(cls, path, *args, **kwargs):
+        seen.update(kwargs)
+        return original(cls, path, *args, **{k: v for k, v in kwargs.items() if k != "trust_remote_code"})
+
+    monkeypatch.setattr(PrismForMaskedDiffusion, "from_pretrained", classmethod(spy))
+    loaded = PrismPipeline.from_pretrained(tmp_path, trust_remote_code=True, torch_dtype=torch.bfloat16, device_map="cpu")
+    assert seen == {"trust_remote_code": True, "dtype": torch.bfloat16, "device_map": "cpu"}
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    seen.clear()
+    PrismPipeline.from_pretrained(tmp_path, dtype=torch.float64)
+    assert seen == {"dtype": torch.float64}
+    with pytest.raises(ValueError, match="disagree"):
+        PrismPipeline.from_pretrained(tmp_path, dtype=torch.float32, torch_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="apply to a model loaded from the folder"):
+        PrismPipeline.from_pretrained(tmp_path, model=model, dtype=torch.float32)
+    with pytest.raises(ValueError, match="has no model_index.json"):
+        PrismPipeline.from_pretrained(tmp_path / "model")
+
+
+# ----- more bad input ----------------------------------------------------------------------------------------------------
+def test_empty_batches_are_a_clear_error(prism_model):
+    pipe = _pipe(prism_model)
+    with pytest.raises(ValueError, match="input_ids of shape \\(0, 3\\) is an empty batch"):
+        pipe(input_ids=torch.zeros(0, 3, dtype=torch.long), gen_length=8)
+    from prism_hf.testing import tiny_char_tokenizer
+
+    with_tokenizer = PrismPipeline(model=prism_model, scheduler=PrismScheduler(), tokenizer=tiny_char_tokenizer())
+    with pytest.raises(ValueError, match="prompt=\\[\\] is an empty batch"):
+        with_tokenizer(prompt=[], gen_length=8)
+    with pytest.raises(ValueError, match="messages=\\[\\] is an empty batch"):
+        with_tokenizer(messages=[], gen_length=8)
+
+
+def test_token_ids_outside_the_vocabulary(prism_model):
+    pipe = _pipe(prism_model)  # tiny_llada: 64 tokens
+    with pytest.raises(ValueError, match="row 1 holds token id 64, outside the model's vocabulary \\(valid ids: 0..63\\)"):
+        pipe(input_ids=torch.tensor([[1, 2], [3, 64]]), gen_length=8)
+    with pytest.raises(ValueError, match="token id -1"):
+        pipe(input_ids=torch.tensor([[1, -1]]), gen_length=8)
+    with pytest.raises(ValueError, match="token id 99"):
+        pipe(input_ids=torch.tensor([[1, MASK, 99]]), gen_length=0)

@@ -6,12 +6,22 @@ diffusion backbone), a [`PrismScheduler`] and an optional ``tokenizer``, and sav
 
 Layout of a batch. Row ``i`` holds ``[prompt_i, gen_length masks, padding]``: each row's generation starts
 right after its own prompt and the padding goes last (attention mask 0). Positions the model sees are then
-the same as for that prompt alone, so a padded batch gives, row by row, what each prompt gives alone.
+the same as for that prompt alone, so a padded batch gives, row by row, what each prompt gives alone. A backbone
+that takes no padding mask (MDLM) would attend to that padding, so for it the pipeline runs the prompts of each
+length as their own batch.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
+import math
+import numbers
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
@@ -20,12 +30,26 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .families import UnknownFamilyError, family_for_model, resolve_mask_token_id
+from .families import UnknownFamilyError, family_for_model, get_family, resolve_mask_token_id, vocab_size_of
+from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint
 from .scheduling_prism import PrismScheduler
 
 __all__ = ["PrismPipeline", "PrismPipelineOutput"]
 
 _MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len")
+
+#: LLaDA ``generate`` arguments whose prism_hf name differs (the pipeline call says so instead of a bare TypeError).
+_LLADA_CALL_ARGUMENTS = {
+    "steps": "num_inference_steps (the total over all blocks, as LLaDA's `steps`)",
+    "mask_id": "mask_token_id",
+    "model": "the pipeline's `model` (PrismPipeline(model=..., scheduler=...))",
+}
+#: LLaDA ``generate`` options with no prism_hf counterpart yet.
+_LLADA_UNSUPPORTED = ("logits_eos_inf", "confidence_eos_eot_inf")
+#: ``from_pretrained`` keyword arguments that reach the model (and not diffusers' own component loader).
+_MODEL_LOAD_KWARGS = ("trust_remote_code", "device_map", "attn_implementation")
+#: Hub keyword arguments ``DiffusionPipeline.download`` takes.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
 
 @dataclass
@@ -80,6 +104,9 @@ class PrismPipeline(DiffusionPipeline):
         ```
     """
 
+    # Saved and loaded when present (diffusers only writes components that are required or listed here).
+    _optional_components = ["tokenizer"]
+
     model: Any
     scheduler: PrismScheduler
     tokenizer: Any
@@ -91,6 +118,58 @@ class PrismPipeline(DiffusionPipeline):
         if isinstance(tokenizer, (list, tuple)) and (len(tokenizer) == 0 or tokenizer[0] is None):
             tokenizer = None  # a pipeline saved without a tokenizer loads it back as [None, None]
         self.register_modules(model=model, scheduler=scheduler, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        r"""Load a pipeline saved with ``save_pretrained`` (a folder or a Hub repository with ``model_index.json``).
+
+        The model is loaded here, with the arguments that belong to it, and handed to diffusers' loader, which loads
+        the scheduler and the tokenizer. Diffusers itself would pass the model neither ``trust_remote_code`` nor
+        transformers' ``dtype`` spelling.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): The folder, or a Hub id (downloaded first).
+            trust_remote_code (`bool`, *optional*): Passed to the model's ``from_pretrained`` (needed for a backbone
+                whose code lives on the Hub) and to the tokenizer's.
+            dtype (`torch.dtype` or `str`, *optional*): The model's dtype; ``torch_dtype`` is accepted as an alias.
+            device_map (*optional*), attn_implementation (`str`, *optional*): Passed to the model's ``from_pretrained``.
+            model (*optional*): An already loaded model to use instead (then the model arguments above do not apply).
+            kwargs: Anything else goes to ``DiffusionPipeline.from_pretrained`` (``scheduler=``, ``tokenizer=``,
+                Hub arguments such as ``revision``).
+        """
+        dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them (dtype).")
+        model_kwargs = {name: kwargs.pop(name) for name in _MODEL_LOAD_KWARGS if name in kwargs}
+        if dtype is not None or torch_dtype is not None:
+            model_kwargs["dtype"] = dtype if dtype is not None else torch_dtype
+        if kwargs.get("model") is not None:
+            if model_kwargs:
+                raise ValueError(
+                    f"{sorted(model_kwargs)} apply to a model loaded from the folder, but model= was passed; load that "
+                    "model with them instead."
+                )
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            folder = Path(cls.download(str(pretrained_model_name_or_path), **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}))
+        index_file = folder / "model_index.json"
+        if not index_file.is_file():
+            raise ValueError(
+                f"pretrained_model_name_or_path={str(pretrained_model_name_or_path)!r} has no model_index.json: it is not a "
+                "saved pipeline (PrismPipeline.save_pretrained writes one). For a model checkpoint, load the model and "
+                "build PrismPipeline(model=..., scheduler=PrismScheduler(...))."
+            )
+        index = json.loads(index_file.read_text())
+        kwargs["model"] = _load_model_component(folder / "model", index.get("model"), model_kwargs)
+        tokenizer_entry = index.get("tokenizer") or [None, None]
+        if "trust_remote_code" in model_kwargs and tokenizer_entry[0] is not None and "tokenizer" not in kwargs:
+            from transformers import AutoTokenizer
+
+            kwargs["tokenizer"] = AutoTokenizer.from_pretrained(
+                folder / "tokenizer", trust_remote_code=model_kwargs["trust_remote_code"]
+            )
+        return super().from_pretrained(folder, **kwargs)
 
     # ----- model plumbing ------------------------------------------------------------------------------------
     @property
@@ -105,6 +184,29 @@ class PrismPipeline(DiffusionPipeline):
             return family_for_model(self.model)
         except UnknownFamilyError:
             return None
+
+    def _family(self):
+        """The backbone family (PRISM model or plain backbone), or `None` for a model outside the registry."""
+        family = getattr(self.model, "family", None) if self.has_quality_head else self._plain_family()
+        return family if hasattr(family, "backbone_inputs") else None
+
+    def _takes_padding_mask(self) -> bool:
+        """Whether the model's forward honours a padding mask. Read from the family registry: a family whose
+        convention passes no ``attention_mask`` (MDLM's DiT) attends to every position, padding included."""
+        family = self._family()
+        if family is None:
+            return True
+        probe = torch.zeros(1, 1, dtype=torch.long)
+        return "attention_mask" in family.backbone_inputs(probe, torch.ones_like(probe))
+
+    def _vocab_size(self) -> Optional[int]:
+        configs = [getattr(getattr(self.model, "backbone", None), "config", None), getattr(self.model, "config", None)]
+        for config in configs:
+            if config is not None:
+                size = vocab_size_of(config)
+                if size is not None:
+                    return size
+        return None
 
     def resolve_mask_token_id(self, mask_token_id: Optional[int] = None) -> int:
         """The mask id: the argument, else the model's, else the backbone family's rule or the tokenizer's."""
@@ -169,6 +271,24 @@ class PrismPipeline(DiffusionPipeline):
             logits = output[0]
         return family.align(logits), getattr(output, "quality_logits", None)
 
+    def _sampling_forward(self, x, attention_mask, condition, mask_id: int, cfg_scale: float):
+        """The forward of one sampling step: ``(logits, quality_logits or None, forwards run)``.
+
+        With ``cfg_scale > 0`` this is LLaDA's classifier-free guidance: the unconditional input is ``x`` with every
+        condition position (prompt, given tokens) masked, both run as one forward of ``2B`` rows, and the logits are
+        ``uncond + (cfg_scale + 1) * (cond - uncond)`` (float32). That forward counts twice in the NFE (it costs two).
+        The quality logits are those of the conditional input.
+        """
+        if cfg_scale <= 0:
+            logits, quality_logits = self._forward(x, attention_mask)
+            return logits, quality_logits, 1
+        unconditional = x.masked_fill(condition, mask_id)
+        both_attention = None if attention_mask is None else attention_mask.repeat(2, 1)
+        logits, quality_logits = self._forward(torch.cat([x, unconditional]), both_attention)
+        cond, uncond = logits.float().chunk(2)
+        guided = uncond + (cfg_scale + 1.0) * (cond - uncond)
+        return guided, None if quality_logits is None else quality_logits[: x.shape[0]], 2
+
     # ----- inputs --------------------------------------------------------------------------------------------
     def _encode_prompts(self, prompt, messages, input_ids, attention_mask, chat_template_kwargs) -> List[torch.Tensor]:
         """The prompts as a list of 1D id tensors (real tokens only)."""
@@ -229,20 +349,36 @@ class PrismPipeline(DiffusionPipeline):
         return ids, valid
 
     def check_inputs(self, prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
-                     callback_on_step_end_tensor_inputs) -> None:
+                     callback_on_step_end_tensor_inputs, cfg_scale: float = 0.0) -> None:
+        if isinstance(prompt, torch.Tensor):
+            raise ValueError(
+                "prompt is a tensor of token ids (LLaDA's generate takes `prompt` that way); pass it as input_ids=... "
+                "(with attention_mask=... for a padded batch). `prompt` here is text, encoded with the tokenizer."
+            )
         given = [name for name, value in (("prompt", prompt), ("messages", messages), ("input_ids", input_ids)) if value is not None]
         if not given:
             raise ValueError("Pass one of prompt, messages or input_ids.")
         if len(given) > 1:
             raise ValueError(f"Pass only one of prompt, messages or input_ids; got {given}.")
-        if not isinstance(gen_length, int) or gen_length < 0:
+        if (prompt is not None and not isinstance(prompt, str) and len(prompt) == 0) or (messages is not None and len(messages) == 0):
+            raise ValueError(f"{given[0]}=[] is an empty batch; pass at least one prompt.")
+        if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[0] == 0:
+            raise ValueError(f"input_ids of shape {tuple(input_ids.shape)} is an empty batch; pass at least one row.")
+        if isinstance(gen_length, bool) or not isinstance(gen_length, int) or gen_length < 0:
             raise ValueError(f"gen_length={gen_length!r} must be an int >= 0 (0 infills the mask tokens of input_ids).")
         if gen_length == 0 and input_ids is None:
             raise ValueError("gen_length=0 infills the mask tokens of input_ids; pass input_ids (with mask tokens).")
-        if num_inference_steps is not None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
+        ):
             raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an int >= 1.")
         if output_type not in ("text", "seq"):
             raise ValueError(f"output_type={output_type!r} is not valid; choose 'text' or 'seq'.")
+        if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale) or cfg_scale < 0:
+            raise ValueError(
+                f"cfg_scale={cfg_scale!r} is not valid; it must be a finite number >= 0 (0 = no classifier-free guidance; "
+                "LLaDA's formula: logits = uncond + (cfg_scale + 1) * (cond - uncond))."
+            )
         bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"callback_on_step_end_tensor_inputs has {bad}; valid: {self._callback_tensor_inputs}.")
@@ -253,6 +389,52 @@ class PrismPipeline(DiffusionPipeline):
                 "Wrap it with PrismForMaskedDiffusion.from_backbone(...) (and fine-tune the head), or choose a rule "
                 "that needs no head: 'none', 'random', 'confidence', 'remdm_cap', 'remdm_rescale', 'remdm_conf', 'remdm_loop'."
             )
+        if rule.name == "confidence" and not self.has_quality_head:
+            warnings.warn(
+                "remasking='confidence' on a model without a quality head remasks already unmasked tokens whose "
+                "unmasking probability was lowest (ReMDM-conf with PRISM's counts, a self-correction baseline). It is "
+                "not LLaDA's remasking='low_confidence': that is unmasking='confidence' with remasking='none' here.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    @staticmethod
+    def _reject_unknown_arguments(kwargs: Dict[str, Any]) -> None:
+        """A clear error for arguments the call does not take, naming prism_hf's equivalent (LLaDA's ``generate``
+        names, scheduler settings passed to the call)."""
+        if not kwargs:
+            return
+        scheduler_fields = set(inspect.signature(PrismScheduler.__init__).parameters) - {"self"}
+        messages = []
+        for name, value in kwargs.items():
+            if name == "remasking" and isinstance(value, str) and value in LLADA_REMASKING_NAMES:
+                messages.append(f"remasking={value!r}: {llada_remasking_hint(value)} The pipeline call takes no `remasking`.")
+            elif name in _LLADA_CALL_ARGUMENTS:
+                messages.append(f"{name}={value!r}: LLaDA's `{name}` is {_LLADA_CALL_ARGUMENTS[name]} here.")
+            elif name in _LLADA_UNSUPPORTED:
+                messages.append(f"{name}={value!r}: LLaDA's `{name}` has no prism_hf counterpart; leave it out.")
+            elif name in scheduler_fields:
+                messages.append(
+                    f"{name}={value!r} is a sampling setting of the scheduler, not of the call: "
+                    f"pipe.scheduler = PrismScheduler.from_config(pipe.scheduler.config, {name}={value!r})."
+                )
+            else:
+                messages.append(f"{name}={value!r} is not an argument of PrismPipeline.__call__.")
+        raise TypeError("PrismPipeline got unexpected arguments. " + " ".join(messages) + " See docs/sampling.md, "
+                        "'Coming from LLaDA's generate.py'.")
+
+    def _check_token_ids(self, rows: List[torch.Tensor], what: str) -> None:
+        vocab = self._vocab_size()
+        for i, row in enumerate(rows):
+            if row.numel() == 0:
+                continue
+            low, high = int(row.min()), int(row.max())
+            if low < 0 or (vocab is not None and high >= vocab):
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"{what} row {i} holds token id {bad}, outside the model's vocabulary "
+                    f"(valid ids: 0..{'?' if vocab is None else vocab - 1})."
+                )
 
     # ----- sampling ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -268,6 +450,7 @@ class PrismPipeline(DiffusionPipeline):
         mask_token_id: Optional[int] = None,
         eos_token_id: Optional[int] = None,
         eos_early_stop: bool = False,
+        cfg_scale: float = 0.0,
         generator: Optional[torch.Generator] = None,
         output_type: str = "text",
         return_dict: bool = True,
@@ -277,6 +460,7 @@ class PrismPipeline(DiffusionPipeline):
         callback_on_step_end: Union[Callable[..., Dict[str, Any]], PipelineCallback, MultiPipelineCallbacks, None] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
         chat_template_kwargs: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
     ) -> Union[PrismPipelineOutput, tuple]:
         """Generate ``gen_length`` tokens after each prompt, or (``gen_length=0``) fill the masks of ``input_ids``.
 
@@ -298,6 +482,10 @@ class PrismPipeline(DiffusionPipeline):
             eos_token_id (`int`, *optional*): Defaults to the tokenizer's.
             eos_early_stop (`bool`): A row whose generation has an EOS with no mask before it is finished: it stops
                 changing and the rest of its generation is set to EOS; the run stops when every row is finished.
+            cfg_scale (`float`, defaults to 0.0): Classifier-free guidance as in LLaDA's ``generate``: each step also
+                runs the model on the sequence with its prompt (every position not being generated) masked, and uses
+                ``uncond + (cfg_scale + 1) * (cond - uncond)`` as logits. Both run as one forward of twice the batch,
+                counted as two in ``nfe``. 0 turns it off.
             generator (`torch.Generator`, *optional*): RNG for sampling and the random rules.
             output_type (`str`, defaults to `"text"`): `"text"` also decodes ``texts`` (with a tokenizer); `"seq"`
                 returns ids only.
@@ -313,14 +501,24 @@ class PrismPipeline(DiffusionPipeline):
                 tokens.
             callback_on_step_end_tensor_inputs (`List[str]`, *optional*): Subset of ``_callback_tensor_inputs``.
             chat_template_kwargs (`dict`, *optional*): Passed to ``apply_chat_template``.
+
+        Sampling settings (``temperature``, ``top_p``, the rules, ...) live on the scheduler; LLaDA's ``generate``
+        names (``steps``, ``mask_id``, ``remasking``, ...) raise an error that names the prism_hf equivalent.
+
+        A backbone without a padding mask (MDLM) attends to padding, so prompts of different lengths are run as one
+        batch per length (each row then gets what it gets alone); ``nfe`` sums their forwards, callbacks run per
+        batch, and history entries carry a ``rows`` key with the batch's row indices.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
             callback_on_step_end_tensor_inputs = ["sample"]
+        self._reject_unknown_arguments(kwargs)
         self.check_inputs(prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
-                          callback_on_step_end_tensor_inputs)
+                          callback_on_step_end_tensor_inputs, cfg_scale=cfg_scale)
         mask_id = self.resolve_mask_token_id(mask_token_id)
+        family = self._family()
+        shifted = family is not None and family.logits_shift
         if eos_token_id is None and self.tokenizer is not None:
             eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
         device = self._model_device()
@@ -331,20 +529,51 @@ class PrismPipeline(DiffusionPipeline):
         if infill:
             # Infilling keeps the caller's layout (Sudoku grids come back cell for cell).
             infill_ids, infill_valid = self._infill_inputs(input_ids, attention_mask, mask_id)
+            self._check_token_ids(list(infill_ids), "input_ids")
             batch_size, seq_len = infill_ids.shape
             lengths = [seq_len]
             gen_total = seq_len
+            if shifted and bool((infill_valid[:, 0] & (infill_ids[:, 0] == mask_id)).any()):
+                raise ValueError(
+                    f"input_ids has a mask token at position 0, but the {family.name!r} backbone predicts token i from "
+                    "position i - 1 (its logits are shifted): position 0 has no prediction of its own. Keep a real token "
+                    "(e.g. BOS) at position 0."
+                )
+            if not bool(infill_valid.all()) and not self._takes_padding_mask():
+                raise ValueError(
+                    "attention_mask marks padding, but this backbone takes no padding mask (it would attend to the "
+                    "padding and change every row's result). Infill rows of one length without padding."
+                )
         else:
             prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
             batch_size = len(prompts)
             if batch_size == 0:
-                raise ValueError("The batch is empty.")
+                raise ValueError("The batch is empty; pass at least one prompt.")
             lengths = [int(p.numel()) for p in prompts]
             has_mask = [bool((p == mask_id).any()) for p in prompts]
             if any(has_mask):
                 raise ValueError(
                     f"input_ids rows {[i for i, m in enumerate(has_mask) if m]} contain the mask token {mask_id} while "
                     f"gen_length={gen_length}; pass gen_length=0 to infill those masks."
+                )
+            self._check_token_ids(prompts, "input_ids" if input_ids is not None else "the encoded prompt")
+            if shifted and min(lengths) == 0:
+                raise ValueError(
+                    f"An empty prompt (row {lengths.index(0)}) with a {family.name!r} backbone: it predicts token i from "
+                    "position i - 1 (its logits are shifted), so position 0 has no prediction of its own. Start every "
+                    "prompt with at least one token (e.g. BOS)."
+                )
+            if len(set(lengths)) > 1 and not self._takes_padding_mask():
+                return self._generate_by_length(
+                    prompts, lengths, return_dict=return_dict, output_type=output_type,
+                    call_kwargs=dict(
+                        gen_length=gen_length, num_inference_steps=num_inference_steps, block_length=block_length,
+                        mask_token_id=mask_id, eos_token_id=eos_token_id, eos_early_stop=eos_early_stop,
+                        cfg_scale=cfg_scale, generator=generator, return_quality=return_quality,
+                        return_history=return_history, show_progress=show_progress,
+                        callback_on_step_end=callback_on_step_end,
+                        callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                    ),
                 )
             seq_len = max(lengths) + gen_length
             gen_total = gen_length
@@ -383,6 +612,7 @@ class PrismPipeline(DiffusionPipeline):
         x = x.to(device)
         valid, generated, gen_pos = valid.to(device), generated.to(device), gen_pos.to(device)
         model_attention = None if bool(valid.all()) else valid.long()
+        condition = valid & ~generated  # prompt / given tokens: what classifier-free guidance masks
         block_of = torch.div(gen_pos.clamp(min=0), block_length, rounding_mode="floor")
 
         if num_inference_steps is None:
@@ -419,8 +649,8 @@ class PrismPipeline(DiffusionPipeline):
             in_block = (generated & (block_of == block))[:, lo:hi]
             for timestep in range(len(scheduler.timesteps)):
                 fixed_mask = ~in_block | finished[:, None] if use_eos else ~in_block
-                logits, quality_logits = self._forward(x, model_attention)
-                nfe += 1
+                logits, quality_logits, forwards = self._sampling_forward(x, model_attention, condition, mask_id, cfg_scale)
+                nfe += forwards
                 step_output = scheduler.step(
                     logits[:, lo:hi],
                     timestep,
@@ -497,6 +727,39 @@ class PrismPipeline(DiffusionPipeline):
         )
 
     # ----- helpers -------------------------------------------------------------------------------------------
+    def _generate_by_length(self, prompts: List[torch.Tensor], lengths: List[int], *, return_dict: bool,
+                            output_type: str, call_kwargs: Dict[str, Any]):
+        """Run the prompts of each length as their own (unpadded) batch and put the rows back in order."""
+        groups: Dict[int, List[int]] = {}
+        for row, length in enumerate(lengths):
+            groups.setdefault(length, []).append(row)
+        batch_size, gen_length = len(prompts), call_kwargs["gen_length"]
+        sequences = quality = num_remasked = None
+        history: Optional[List[Dict[str, Any]]] = [] if call_kwargs["return_history"] else None
+        nfe = 0
+        for rows in groups.values():
+            out = self(input_ids=torch.stack([prompts[i] for i in rows]), output_type="seq", return_dict=True, **call_kwargs)
+            index = torch.tensor(rows, device=out.sequences.device)
+            if sequences is None:
+                sequences = out.sequences.new_zeros((batch_size, gen_length))
+                num_remasked = out.num_remasked.new_zeros(batch_size)
+            sequences[index] = out.sequences
+            num_remasked[index] = out.num_remasked
+            if out.quality is not None:
+                quality = out.quality.new_zeros((batch_size, gen_length)) if quality is None else quality
+                quality[index] = out.quality
+            if history is not None:
+                history.extend({**entry, "rows": rows} for entry in out.history)
+            nfe += out.nfe
+        texts = None
+        if output_type == "text" and self.tokenizer is not None:
+            texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        if not return_dict:
+            return sequences, quality, nfe, num_remasked, texts
+        return PrismPipelineOutput(
+            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history
+        )
+
     def _check_remask_counts(self, block_length: int) -> None:
         cfg = self.scheduler.config
         rule = self.scheduler.remasking_rule
@@ -530,3 +793,26 @@ class PrismPipeline(DiffusionPipeline):
         _, first = self._first_eos(x, generated, gen_pos, eos_token_id)
         after = generated & finished[:, None] & (gen_pos > first[:, None])
         return x.masked_fill(after, eos_token_id)
+
+
+def _load_model_component(model_dir: Path, entry: Optional[List[Optional[str]]], model_kwargs: Dict[str, Any]):
+    """Load the pipeline's ``model`` folder with the class ``model_index.json`` names; a class whose module cannot
+    be imported by name (remote code) is loaded through its backbone family's Auto class."""
+    library, class_name = (list(entry) + [None, None])[:2] if entry else (None, None)
+    if library is None or not model_dir.is_dir():
+        raise ValueError(f"The saved pipeline has no model (model_index.json: model={entry!r}, folder {str(model_dir)!r}).")
+    model_cls = None
+    try:
+        model_cls = getattr(importlib.import_module(library), class_name)
+    except (ImportError, AttributeError):
+        pass
+    if model_cls is None or not hasattr(model_cls, "from_pretrained"):
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(model_dir, trust_remote_code=model_kwargs.get("trust_remote_code"))
+        try:
+            auto_name = get_family(config.model_type).auto_class
+        except UnknownFamilyError:
+            auto_name = "AutoModel"
+        model_cls = getattr(transformers, auto_name)
+    return model_cls.from_pretrained(model_dir, **model_kwargs)
