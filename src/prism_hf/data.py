@@ -60,6 +60,10 @@ class MaskedDiffusionCollator:
         return_has_maskable (`bool`): Include the ``has_maskable`` flag. The trainers turn it off for iterable
             (streaming) datasets, whose batches `accelerate` concatenates across processes, which only works
             for tensors; such a batch with nothing to mask then trains with an exactly zero loss.
+        never_mask_first (`bool`): Position 0 is never maskable. Needed for backbones whose logits are shifted by
+            one (Dream; the family registry's ``logits_shift``): their output at ``i - 1`` predicts token ``i``, so
+            position 0 has no output of its own and reuses the one that predicts token 1; masking it would train that
+            one output to predict two tokens. [`for_model`] sets it from the registry.
     """
 
     pad_token_id: int
@@ -68,6 +72,32 @@ class MaskedDiffusionCollator:
     pad_to_multiple_of: Optional[int] = None
     mask_padding: bool = False
     return_has_maskable: bool = True
+    never_mask_first: bool = False
+
+    @classmethod
+    def for_model(cls, model: Any, pad_token_id: int, **kwargs: Any) -> "MaskedDiffusionCollator":
+        """A collator with the settings the model's backbone family needs (``never_mask_first`` for a family with
+        shifted logits, read from the family registry), and ``kwargs`` for the rest.
+
+        Args:
+            model: A [`PrismForMaskedDiffusion`], a registered backbone (possibly wrapped by peft), or any model
+                (an unregistered model gets the defaults).
+            pad_token_id (`int`): Id used for padding.
+            kwargs: Other fields (``max_length``, ``truncation``, ...).
+        """
+        from .families import UnknownFamilyError, family_for_model
+
+        family = getattr(model, "family", None)
+        if family is None:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            family = getattr(base, "family", None)
+            if family is None:
+                try:
+                    family = family_for_model(base)
+                except UnknownFamilyError:
+                    family = None
+        kwargs.setdefault("never_mask_first", bool(getattr(family, "logits_shift", False)))
+        return cls(pad_token_id=pad_token_id, **kwargs)
 
     def __post_init__(self):
         if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
@@ -138,6 +168,8 @@ class MaskedDiffusionCollator:
             padding = attention_mask == 0
             maskable |= padding
             attention_mask = torch.ones_like(attention_mask)
+        if self.never_mask_first:
+            maskable[:, 0] = False
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "maskable": maskable}
         has_maskable = bool(maskable.any())
         if not has_maskable:

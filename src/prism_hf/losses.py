@@ -8,7 +8,7 @@ arXiv 2510.01384):
 2. Forward the model on ``z``. [`mdm_loss`]: cross-entropy at the masked positions, weighted ``1/t``,
    normalised by ``B * L`` (the regulariser that keeps the model an unmasker).
 3. [`sample_proposals`]: draw a proposal token at every position from the posterior (categorical with a
-   temperature, or greedy).
+   temperature and an optional top-p nucleus, or greedy).
 4. [`select_update_positions`]: choose ``k`` masked positions per row (uniformly at random or the ``k``
    most confident), clamped per row to the number of masked positions, and fill them: ``y``.
 5. Forward the model on ``y`` (detached ids). [`self_correction_loss`]: binary cross-entropy with logits of
@@ -25,11 +25,14 @@ boolean indexing) in a step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .scheduling_prism import top_p_filter
 
 __all__ = [
     "UPDATE_SELECTIONS",
@@ -66,6 +69,13 @@ def _check_bool_like(name: str, mask: Any, shape: Tuple[int, ...]) -> torch.Tens
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1.")
+
+
+def _check_top_p(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name}={value!r} is not valid; use None (no nucleus) or a number in (0, 1] (the text recipe: 0.9).")
 
 
 # ----- 1. forward process -----------------------------------------------------------------------------
@@ -160,6 +170,7 @@ def sample_proposals(
     *,
     num_samples: int = 1,
     suppress_token_id: Optional[int] = None,
+    top_p: Optional[float] = None,
 ) -> Tuple[torch.LongTensor, torch.Tensor]:
     """Draw a proposal token at every position from the unmasking posterior.
 
@@ -172,6 +183,10 @@ def sample_proposals(
             draws are the argmax.
         suppress_token_id (`int`, *optional*): A token that is never proposed (the mask token: filling a position
             with the mask would not fill it).
+        top_p (`float`, *optional*): Draw from the top-p nucleus of the (tempered) posterior only, as the public
+            text recipe does (0.9): the tokens whose cumulative probability, themselves included, is at most
+            ``top_p``, and always the most likely one (``top_p_mode="mdlm"`` of [`~scheduling_prism.top_p_filter`]).
+            `None` or 1 draws from the whole posterior. Ignored when greedy.
 
     Returns:
         `tuple`: ``proposal_ids`` (`torch.LongTensor`) and ``confidence`` (`torch.FloatTensor`, the probability
@@ -180,16 +195,19 @@ def sample_proposals(
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must have shape (batch, seq_len, vocab); got {tuple(logits.shape)}.")
-    if not float(temperature) >= 0.0:
-        raise ValueError(f"temperature={temperature!r} is not valid; use 0 for greedy or a value > 0 for sampling.")
+    if isinstance(temperature, bool) or not (float(temperature) >= 0.0 and math.isfinite(float(temperature))):
+        raise ValueError(f"temperature={temperature!r} is not valid; use 0 for greedy or a finite value > 0 for sampling.")
+    _check_top_p("top_p", top_p)
     _check_positive_int("num_samples", num_samples)
     batch_size, seq_len, vocab = logits.shape
     logits = logits.detach().float()
     probs = logits.softmax(-1)
     suppress = suppress_token_id is not None and 0 <= suppress_token_id < vocab
     if suppress:
-        total = 1.0 - probs[..., suppress_token_id : suppress_token_id + 1]
         probs[..., suppress_token_id] = 0.0
+        # The mass of the other tokens as their sum, not 1 - p(suppressed): no cancellation when the suppressed token
+        # holds almost all the mass.
+        total = probs.sum(-1, keepdim=True)
     if temperature == 0:
         ids = probs.argmax(-1, keepdim=True).expand(batch_size, seq_len, num_samples)
     else:
@@ -198,6 +216,8 @@ def sample_proposals(
             tempered = (logits / temperature).softmax(-1)
             if suppress:
                 tempered[..., suppress_token_id] = 0.0
+        if top_p is not None and top_p < 1.0:
+            tempered = top_p_filter(tempered.log(), top_p, mode="mdlm").softmax(-1)
         # Inverse-CDF sampling: one uniform per draw and a binary search, far cheaper than torch.multinomial
         # over large vocabularies. The suppressed token has zero width, so it is never drawn; the CDF need not
         # be renormalised because the uniforms are scaled by its last value.
@@ -364,6 +384,8 @@ def prism_step(
     train_backbone: bool = True,
     generator: Optional[torch.Generator] = None,
     skip_unused_logits: bool = False,
+    proposal_top_p: Optional[float] = None,
+    share_proposal_draws: bool = False,
 ) -> PrismLossOutput:
     """One PRISM loss evaluation: two forwards (on ``z``, then on ``y``), the self-correction BCE and the MDM term.
 
@@ -376,7 +398,8 @@ def prism_step(
         mask_token_id (`int`): The model's mask token id.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real tokens.
         num_update_tokens (`int`): ``k``, positions filled per proposal (clamped per row to the number masked).
-        num_proposals (`int`): ``n_y``, proposals ``y`` built from each ``z`` (different positions and draws).
+        num_proposals (`int`): ``n_y``, proposals ``y`` built from each ``z``, each with its own ``k`` positions
+            (and its own draws unless ``share_proposal_draws``).
         mdm_loss_weight (`float`): ``lambda``, weight of the MDM loss in the total (ignored when
             ``train_backbone=False``).
         update_selection (`str`): ``"random"`` or ``"confidence"``.
@@ -389,12 +412,20 @@ def prism_step(
         skip_unused_logits (`bool`): Call ``model_fn(..., output_logits=False)`` for the forward on ``y``, whose
             logits are not used (a [`PrismForMaskedDiffusion`] then stops at the last hidden state and skips the
             vocabulary projection).
+        proposal_top_p (`float`, *optional*): Draw the proposals from the top-p nucleus of the posterior (see
+            [`sample_proposals`]); the public text recipe uses 0.9. `None` draws from the whole posterior.
+        share_proposal_draws (`bool`): One proposal draw per position shared by the ``n_y`` copies (which still
+            fill different random positions), as the public text recipe does (``num_x0_xt=1, num_xs_x0=4``);
+            `False` draws independently for every copy.
 
     Returns:
         [`PrismLossOutput`]
     """
     _check_positive_int("num_update_tokens", num_update_tokens)
     _check_positive_int("num_proposals", num_proposals)
+    _check_top_p("proposal_top_p", proposal_top_p)
+    if not isinstance(share_proposal_draws, bool):
+        raise ValueError(f"share_proposal_draws={share_proposal_draws!r} is not valid; it must be True or False.")
     if not float(mdm_loss_weight) >= 0.0:
         raise ValueError(f"mdm_loss_weight={mdm_loss_weight!r} is not valid; it must be >= 0.")
     if update_selection not in UPDATE_SELECTIONS:
@@ -410,11 +441,16 @@ def prism_step(
         mdm = mdm.detach()
 
     # Steps 3-4: n_y proposals per z, each filling its own k positions.
+    draws = 1 if share_proposal_draws else num_proposals
     proposals, confidence = sample_proposals(
-        first.logits, proposal_temperature, generator, num_samples=num_proposals, suppress_token_id=mask_token_id
+        first.logits, proposal_temperature, generator, num_samples=draws, suppress_token_id=mask_token_id,
+        top_p=proposal_top_p,
     )
-    if num_proposals == 1:
+    if draws == 1:
         proposals, confidence = proposals[None], confidence[None]
+    if draws != num_proposals:  # one draw, n_y copies: each copy fills its own positions with the same tokens
+        proposals = proposals.expand(num_proposals, -1, -1)
+        confidence = confidence.expand(num_proposals, -1, -1)
     proposals = proposals.reshape(num_proposals * batch_size, seq_len)
     confidence = confidence.reshape(num_proposals * batch_size, seq_len)
     rep_masked = masked.repeat(num_proposals, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -68,8 +69,9 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
     Only the PRISM parameters are listed here; see [`MaskedDiffusionTrainingArguments`] and
     [`~transformers.TrainingArguments`] for the others. Recipes of the paper: Sudoku ``num_update_tokens=4``,
     ``mdm_loss_weight=5.0``, random selection; text ``num_update_tokens=8``, ``num_proposals=4``,
-    ``mdm_loss_weight=0.5``; LLaDA-8B code ``num_update_tokens=8``, ``update_selection="confidence"``,
-    ``proposal_temperature=0.0``, LoRA, ``mdm_loss_weight=0.5``.
+    ``mdm_loss_weight=0.5``, ``proposal_top_p=0.9``, ``share_proposal_draws=True``; LLaDA-8B code
+    ``num_update_tokens=8``, ``update_selection="confidence"``, ``proposal_temperature=0.0``, LoRA,
+    ``mdm_loss_weight=0.5``.
 
     > Parameters of the self-correction loss
 
@@ -87,6 +89,13 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
         ``"confidence"`` (the ``k`` proposals with the highest probability, the LLaDA recipe).
     proposal_temperature (`float`, *optional*, defaults to `1.0`):
         Temperature of the categorical proposal draws; ``0`` = greedy (argmax).
+    proposal_top_p (`float` or `None`, *optional*, defaults to `None`):
+        Draw proposals from the top-p nucleus of the posterior (the tokens whose cumulative probability is at most
+        ``proposal_top_p``, and always the most likely one); the public text recipe uses ``0.9``. ``None`` draws from
+        the whole posterior.
+    share_proposal_draws (`bool`, *optional*, defaults to `False`):
+        One proposal draw per position shared by the ``num_proposals`` copies (each still fills its own random
+        positions), as the public text recipe does; ``False`` draws independently for every copy.
 
     > Parameters that control what is trained
 
@@ -113,6 +122,12 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
         default="random", metadata={"help": "How the k positions are chosen.", "choices": list(UPDATE_SELECTIONS)}
     )
     proposal_temperature: float = field(default=1.0, metadata={"help": "Proposal sampling temperature; 0 = greedy."})
+    proposal_top_p: Optional[float] = field(
+        default=None, metadata={"help": "Top-p nucleus of the proposal draws (text recipe: 0.9); None = whole posterior."}
+    )
+    share_proposal_draws: bool = field(
+        default=False, metadata={"help": "One proposal draw shared by the num_proposals copies (text recipe)."}
+    )
     backbone_training: Optional[str] = field(
         default=None,
         metadata={"help": "full, lora or frozen; None keeps the model's mode.", "choices": [None, *BACKBONE_TRAINING_MODES]},
@@ -139,8 +154,12 @@ class PrismTrainingArguments(MaskedDiffusionTrainingArguments):
             raise ValueError(
                 f"update_selection={self.update_selection!r} is not valid; choose one of {list(UPDATE_SELECTIONS)}."
             )
-        if not float(self.proposal_temperature) >= 0.0:
-            raise ValueError(f"proposal_temperature={self.proposal_temperature!r} is not valid; use 0 (greedy) or > 0.")
+        if not float(self.proposal_temperature) >= 0.0 or not math.isfinite(float(self.proposal_temperature)):
+            raise ValueError(f"proposal_temperature={self.proposal_temperature!r} is not valid; use 0 (greedy) or a finite value > 0.")
+        if self.proposal_top_p is not None and (isinstance(self.proposal_top_p, bool) or not 0.0 < float(self.proposal_top_p) <= 1.0):
+            raise ValueError(
+                f"proposal_top_p={self.proposal_top_p!r} is not valid; use None (whole posterior) or a number in (0, 1] (text recipe: 0.9)."
+            )
         if self.backbone_training is not None and self.backbone_training not in BACKBONE_TRAINING_MODES:
             raise ValueError(
                 f"backbone_training={self.backbone_training!r} is not valid; choose one of {list(BACKBONE_TRAINING_MODES)} or None."
