@@ -22,16 +22,21 @@ Offline on the tiny stand-ins (after ``examples/train_text.py --config examples/
 
     python examples/eval_text.py --config examples/configs/mdlm_owt_eval_tiny.yaml
 
+Every rule draws tokens from the top-p 0.9 nucleus (``--top_p``, in the public samplers' sense:
+``--top_p_mode mdlm`` keeps the tokens whose cumulative probability is at most ``top_p``), as the public OWT
+evaluation does; ``--top_p 1.0`` samples from the whole posterior (this script's behaviour before).
+
 Sampling rules (``--rules``), each a preset of `PrismScheduler` arguments that ``--rule_overrides`` (JSON, e.g.
 ``'{"prism": {"eta": 0.02, "step_on": 0.1}}'``) can change or extend with new names:
 
 * ``prism``: remask the lowest-quality tokens, ``r ~ Binomial(n_clean, min(eta, (1 - alpha_s) / alpha_t))``
-  with ``eta = 0.01``, inside the step window ``[step_on, step_off)``; random unmasking (the text recipe);
+  with ``eta = 0.01``, only in the second half of the steps (``step_on=0.5``: steps 128 to 256 of 256, the public
+  recipe; ``'{"prism": {"step_on": 0.0}}'`` remasks at every step, as this script did before); random unmasking;
 * ``vanilla``: no remasking (MDLM ancestral sampling);
 * ``remdm_cap`` (eta 0.04, the PRISM paper's text baseline), ``remdm_rescale``, ``remdm_conf``, ``remdm_loop``
   (public ReMDM defaults);
-* ``confidence`` and ``random``: PRISM's remask counts with the lowest-confidence or random tokens (ablations
-  that isolate what the learned head adds).
+* ``confidence`` and ``random``: PRISM's remask counts and window with the lowest-confidence or random tokens
+  (ablations that isolate what the learned head adds).
 """
 
 from __future__ import annotations
@@ -54,14 +59,15 @@ logger = logging.getLogger("eval_text")
 
 #: Scheduler arguments of each named sampling rule (the paper's text settings).
 RULE_PRESETS: Dict[str, Dict[str, Any]] = {
-    "prism": {"remasking": "prism", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random"},
+    "prism": {"remasking": "prism", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random", "step_on": 0.5},
     "vanilla": {"remasking": "none", "unmasking": "random"},
     "remdm_cap": {"remasking": "remdm_cap", "eta": 0.04, "unmasking": "random"},
     "remdm_rescale": {"remasking": "remdm_rescale", "unmasking": "random"},
     "remdm_conf": {"remasking": "remdm_conf", "unmasking": "random"},
     "remdm_loop": {"remasking": "remdm_loop", "unmasking": "random"},
-    "confidence": {"remasking": "confidence", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random"},
-    "random": {"remasking": "random", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random"},
+    "confidence": {"remasking": "confidence", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random",
+                   "step_on": 0.5},
+    "random": {"remasking": "random", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random", "step_on": 0.5},
 }
 
 
@@ -96,7 +102,13 @@ class EvalArguments:
     batch_size: int = field(default=64, metadata={"help": "Samples generated per pipeline call."})
     seq_length: Optional[int] = field(default=None, metadata={"help": "Tokens per sample (default: the model's length)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (1 = the posterior)."})
-    top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus filter for every rule (None = off)."})
+    top_p: Optional[float] = field(
+        default=0.9, metadata={"help": "Nucleus filter for every rule (public OWT recipe: 0.9; 1.0 = off)."}
+    )
+    top_p_mode: str = field(
+        default="mdlm",
+        metadata={"help": "Which tokens the nucleus keeps: mdlm (the public samplers) or transformers.", "choices": ["mdlm", "transformers"]},
+    )
     seed: int = field(default=0, metadata={"help": "Seed; every rule and NFE uses the same one."})
     skip_special_tokens: bool = field(
         default=False, metadata={"help": "Drop special tokens when decoding (MDLM keeps <|endoftext|>)."}
@@ -137,10 +149,16 @@ class EvalArguments:
             raise ValueError(f"seq_length={self.seq_length!r} must be >= 2 or None (the model's length).")
         if self.mauve_num_buckets != "auto" and not str(self.mauve_num_buckets).isdigit():
             raise ValueError(f"mauve_num_buckets={self.mauve_num_buckets!r} must be 'auto' or an integer >= 2.")
-        self.rule_settings()  # validates the rule names and overrides
+        from prism_hf.scheduling_prism import PrismScheduler
+
+        for rule, kwargs in self.rule_settings().items():  # validates the rule names, overrides and sampling values
+            try:
+                PrismScheduler(**kwargs)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"rule {rule!r}: {err}") from None
 
     def rule_settings(self) -> Dict[str, Dict[str, Any]]:
-        """Scheduler kwargs of every requested rule: preset, then overrides, then the global temperature / top_p."""
+        """Scheduler kwargs of every requested rule: the global temperature / top_p, then the preset, then overrides."""
         overrides = {}
         if self.rule_overrides:
             overrides = json.loads(self.rule_overrides) if isinstance(self.rule_overrides, str) else dict(self.rule_overrides)
@@ -155,7 +173,7 @@ class EvalArguments:
                     f"rules has {rule!r}, which is neither a preset ({sorted(RULE_PRESETS)}) nor defined in rule_overrides "
                     "with a 'remasking' key."
                 )
-            kwargs = {"temperature": self.temperature, "top_p": self.top_p}
+            kwargs = {"temperature": self.temperature, "top_p": self.top_p, "top_p_mode": self.top_p_mode}
             kwargs.update(RULE_PRESETS.get(rule, {}))
             kwargs.update(overrides.get(rule, {}))
             settings[rule] = kwargs

@@ -10,9 +10,11 @@ Offline smoke run on the tiny stand-ins (what tests/test_text_examples.py runs):
     python examples/text_corpus.py --output_dir data/tiny_text
     python examples/train_text.py --config examples/configs/mdlm_owt_tiny.yaml
 
-Defaults are the text recipe of the method: a ``transformer`` quality head (one extra block, then a linear
-layer) on a fully fine-tuned backbone; k=8 positions chosen uniformly at random with sampled proposals;
-n_y=4 proposals per masked input; lambda=0.5; lr 1.5e-4; global batch 256; 20k steps; sequence length 1024
+Defaults are the text recipe of the method, as the public OWT code runs it: a ``transformer`` quality head (one
+extra block, then a linear layer) on a fully fine-tuned backbone; k=8 positions chosen uniformly at random, filled
+with proposals drawn from the top-p 0.9 nucleus of the posterior, one draw shared by the n_y=4 copies (each copy
+fills its own positions; ``--proposal_top_p 1.0 --share_proposal_draws false`` draws from the whole posterior,
+independently per copy, as this script did before); lambda=0.5; lr 1.5e-4; global batch 256; 20k steps; sequence length 1024
 (OpenWebText packed as MDLM packs it: every document ends with EOS, the stream is cut into blocks of
 ``max_length - 2`` tokens and each block is wrapped in BOS ... EOS); the last 100,000 documents are held out
 (MDLM's ``openwebtext-split``) for MAUVE in ``eval_text.py``. Any argument can be given in a YAML file with
@@ -91,6 +93,12 @@ class TextTrainingArguments(PrismTrainingArguments):
     num_proposals: int = field(default=4, metadata={"help": "n_y: proposals per masked input."})
     update_selection: str = field(default="random", metadata={"help": "How the k positions are chosen."})
     proposal_temperature: float = field(default=1.0, metadata={"help": "Proposals drawn from the posterior."})
+    proposal_top_p: Optional[float] = field(
+        default=0.9, metadata={"help": "Top-p nucleus of the proposal draws (public OWT recipe: 0.9); 1.0 = whole posterior."}
+    )
+    share_proposal_draws: bool = field(
+        default=True, metadata={"help": "One proposal draw shared by the n_y copies (public OWT recipe: num_x0_xt=1)."}
+    )
     mdm_loss_weight: float = field(default=0.5, metadata={"help": "lambda."})
     backbone_training: Optional[str] = field(default="full", metadata={"help": "full, lora or frozen."})
     learning_rate: float = field(default=1.5e-4, metadata={"help": "Learning rate (head and backbone)."})

@@ -86,11 +86,17 @@ def test_recipe_defaults_and_config_file():
     # use_cpu: bf16 (the recipe's default) is only accepted on a GPU otherwise.
     _, _, args = train_text.parse_args(["--output_dir", "unused", "--use_cpu", "true"])
     assert (args.num_update_tokens, args.num_proposals, args.mdm_loss_weight, args.update_selection) == (8, 4, 0.5, "random")
+    # the public OWT recipe: top-p 0.9 proposals, one draw shared by the n_y copies; the old behaviour on request
+    assert (args.proposal_top_p, args.share_proposal_draws) == (0.9, True)
+    _, _, old = train_text.parse_args(["--output_dir", "unused", "--use_cpu", "true", "--proposal_top_p", "1.0",
+                                       "--share_proposal_draws", "false"])
+    assert (old.proposal_top_p, old.share_proposal_draws) == (1.0, False)
     assert (args.learning_rate, args.max_steps, args.global_batch_size, args.max_length) == (1.5e-4, 20_000, 256, 1024)
     model_args, data_args, from_yaml = train_text.parse_args(["--config", str(EXAMPLES / "configs" / "mdlm_owt.yaml"), "--use_cpu", "true"])
     assert model_args.model_name_or_path == "kuleshov-group/mdlm-owt" and model_args.head_type == "transformer"
     assert model_args.tokenizer_name == "gpt2" and data_args.dataset_name == "Skylion007/openwebtext"
-    for name in ("num_update_tokens", "num_proposals", "mdm_loss_weight", "learning_rate", "max_steps", "global_batch_size"):
+    for name in ("num_update_tokens", "num_proposals", "mdm_loss_weight", "learning_rate", "max_steps", "global_batch_size",
+                 "proposal_top_p", "share_proposal_draws"):
         assert getattr(from_yaml, name) == getattr(args, name), name
     train_text.set_global_batch_size(from_yaml)
     assert from_yaml.gradient_accumulation_steps == 256 // 32  # one process
@@ -159,14 +165,37 @@ def test_streaming_packs_the_same_blocks(tiny_text):
     assert blocks[True] == blocks[False] and all(len(b) == 32 for b in blocks[True])
 
 
+def test_eval_defaults_follow_the_public_owt_recipe():
+    args = eval_text.EvalArguments()
+    settings = args.rule_settings()
+    assert (args.top_p, args.top_p_mode) == (0.9, "mdlm")
+    assert all(kw["top_p"] == 0.9 and kw["top_p_mode"] == "mdlm" for kw in settings.values())
+    assert settings["prism"]["step_on"] == 0.5 and settings["prism"].get("step_off", 1.0) == 1.0
+    (from_yaml,) = eval_text.parse_args(["--config", str(EXAMPLES / "configs" / "mdlm_owt_eval.yaml")],
+                                        dataclass_types=(eval_text.EvalArguments,))
+    assert (from_yaml.top_p, from_yaml.top_p_mode) == (0.9, "mdlm")
+    # the old behaviour: every step remasks, no nucleus
+    old = eval_text.EvalArguments(top_p=1.0, rule_overrides='{"prism": {"step_on": 0.0}}').rule_settings()["prism"]
+    assert old["step_on"] == 0.0 and old["top_p"] == 1.0
+
+
+def test_bad_sampling_values_fail_when_the_arguments_are_parsed():
+    with pytest.raises(ValueError, match=r"rule 'prism': top_p=1.5"):
+        eval_text.EvalArguments(top_p=1.5)
+    with pytest.raises(ValueError, match=r"rule 'prism': temperature=nan"):
+        eval_text.EvalArguments(temperature=float("nan"))
+    with pytest.raises(ValueError, match=r"rule 'prism': num_remask=True"):
+        eval_text.EvalArguments(rule_overrides='{"prism": {"num_remask": true}}')
+
+
 def test_rule_overrides_change_and_add_rules():
     args = eval_text.EvalArguments(
         rules=["prism", "mine"], top_p=0.9,
         rule_overrides='{"prism": {"eta": 0.02, "step_on": 0.1}, "mine": {"remasking": "random", "num_remask": 2}}',
     )
     settings = args.rule_settings()
-    assert settings["prism"] == {"temperature": 1.0, "top_p": 0.9, "remasking": "prism", "remask_schedule": "binomial",
-                                 "eta": 0.02, "unmasking": "random", "step_on": 0.1}
+    assert settings["prism"] == {"temperature": 1.0, "top_p": 0.9, "top_p_mode": "mdlm", "remasking": "prism",
+                                 "remask_schedule": "binomial", "eta": 0.02, "unmasking": "random", "step_on": 0.1}
     assert settings["mine"]["remasking"] == "random" and settings["mine"]["num_remask"] == 2
     with pytest.raises(ValueError, match="must be a JSON object"):
         eval_text.EvalArguments(rule_overrides='["prism"]')
