@@ -5,12 +5,12 @@ Multi-GPU (see examples/accelerate_configs/ and docs/code.md):
     accelerate launch --config_file examples/accelerate_configs/zero2.yaml examples/train_code.py \\
         --config examples/configs/llada_code.yaml
 
-Offline smoke run on the tiny stand-ins (two CPU processes):
+Offline smoke run on a tiny LLaDA (the native port at width 64, in the Hub's folder layout; two CPU processes):
 
     python examples/make_tiny_llada.py --output data/tiny-llada
     python examples/make_tiny_code_data.py --output data/tiny_code.jsonl
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 examples/train_code.py \\
-        --model_name_or_path data/tiny-llada --trust_remote_code --data_files data/tiny_code.jsonl \\
+        --model_name_or_path data/tiny-llada --data_files data/tiny_code.jsonl \\
         --output_dir runs/tiny-code --max_steps 4 --per_device_train_batch_size 2 --gradient_accumulation_steps 1 \\
         --bf16 false --activation_checkpointing false --lora_r 4 --lora_alpha 4 --max_length 128
 
@@ -48,7 +48,9 @@ class ModelArguments:
     )
     revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the backbone."})
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Required for LLaDA / Dream / MDLM (remote code). Never turned on for you."}
+        default=False,
+        metadata={"help": "Only for a backbone or tokenizer without a native implementation in prism_hf: LLaDA, Dream and "
+                          "MDLM load with prism_hf.models and never need it. Never turned on for you."},
     )
     head_type: str = field(default="mlp", metadata={"help": "Quality head: linear, mlp or transformer."})
     dtype: str = field(default="bfloat16", metadata={"help": "Backbone load dtype: bfloat16, float16, float32 or auto."})

@@ -177,17 +177,38 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
     def set_input_embeddings(self, value):
         self._raw_backbone().set_input_embeddings(value)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: Optional[Dict[str, Any]] = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute the backbone's layers in the backward pass instead of keeping their activations (what
+        ``TrainingArguments(gradient_checkpointing=True)`` turns on). The quality head is small and is not checkpointed.
+
+        Args:
+            activation_checkpointing_kwargs (`dict`, *optional*): Passed to `torch.utils.checkpoint.checkpoint`
+                (default ``{"use_reentrant": False}``).
+            every_n_layers (`int`): Checkpoint every n-th layer only (transformers' meaning).
+            offload (`bool`): Keep the saved activations in host memory.
+        """
         raw = self._raw_backbone()
         if not getattr(raw, "supports_gradient_checkpointing", False):
             raise ValueError(f"The {type(raw).__name__} backbone does not support gradient checkpointing.")
-        raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        raw.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload
+        )
         if _is_peft_model(self.backbone):
             # With a frozen embedding layer the checkpointed blocks would see inputs without grad.
             raw.enable_input_require_grads()
 
-    def gradient_checkpointing_disable(self):
-        self._raw_backbone().gradient_checkpointing_disable()
+    def activation_checkpointing_disable(self) -> None:
+        self._raw_backbone().activation_checkpointing_disable()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs) -> None:
+        """The transformers 4 name of [`activation_checkpointing_enable`]."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """The transformers 4 name of [`activation_checkpointing_disable`]."""
+        self.activation_checkpointing_disable()
 
     # ----- training modes ----------------------------------------------------------------------------
     def set_backbone_training(self, mode: str) -> None:
@@ -772,6 +793,12 @@ def _load_backbone(
     load_kwargs.setdefault("use_safetensors", True)
     auto_cls = getattr(transformers, family.auto_class)
     try:
+        if remote and family.native_class is not None:
+            # The Auto classes prefer a registered local class (the native port) even with trust_remote_code=True, so
+            # the opt-out fetches the published classes named in the folder's auto_map directly.
+            config_cls, model_cls = _remote_code_classes(name_or_path, raw_config, family, revision=revision, **hub_kwargs)
+            config = config_cls.from_pretrained(name_or_path, revision=revision, **hub_kwargs)
+            return model_cls.from_pretrained(name_or_path, config=config, revision=revision, **load_kwargs)
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=remote, **hub_kwargs)
         return auto_cls.from_pretrained(name_or_path, config=config, revision=revision, trust_remote_code=remote, **load_kwargs)
     except (AttributeError, TypeError, KeyError) as err:
@@ -784,6 +811,35 @@ def _load_backbone(
                 "default is 'native')."
             ) from err
         raise
+
+
+def _remote_code_classes(name_or_path: str, raw_config: Dict[str, Any], family: BackboneFamily, revision=None, **hub_kwargs):
+    """The config and model classes of the remote code named in a checkpoint's ``auto_map``."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    auto_map = raw_config.get("auto_map") or {}
+    config_ref, model_ref = auto_map.get("AutoConfig"), auto_map.get(family.auto_class) or auto_map.get("AutoModel")
+    if not config_ref or not model_ref:
+        raise ValueError(
+            f"backbone_implementation='remote', but the config of {name_or_path!r} names no remote code for AutoConfig and "
+            f"{family.auto_class} in its auto_map ({auto_map}); use the native port (backbone_implementation='native')."
+        )
+    load = dict(revision=revision, **hub_kwargs)
+    classes = get_class_from_dynamic_module(config_ref, name_or_path, **load), get_class_from_dynamic_module(model_ref, name_or_path, **load)
+    _reregister_native(family)  # published code may register itself with the Auto classes on import (LLaDA's does)
+    return classes
+
+
+def _reregister_native(family: BackboneFamily) -> None:
+    """Register the family's native classes with the Auto classes again, so that they keep serving its model_type."""
+    import importlib
+
+    import transformers
+
+    module_name, class_name = family.native_class.rsplit(".", 1)
+    model_cls = getattr(importlib.import_module(module_name), class_name)
+    AutoConfig.register(model_cls.config_class.model_type, model_cls.config_class, exist_ok=True)
+    getattr(transformers, family.auto_class).register(model_cls.config_class, model_cls, exist_ok=True)
 
 
 def _backbone_from_config(
@@ -821,10 +877,20 @@ def _backbone_from_config(
             f"Rebuilding the {model_type!r} backbone needs its remote code from {reference!r}: pass trust_remote_code=True "
             "to from_pretrained if you trust it (it is never turned on for you)."
         )
-    backbone_config = AutoConfig.from_pretrained(reference, revision=config.backbone_revision, trust_remote_code=True)
+    if family.native_class is not None:
+        from transformers import PretrainedConfig
+
+        raw_config, _ = PretrainedConfig.get_config_dict(reference, revision=config.backbone_revision)
+        config_cls, model_cls = _remote_code_classes(reference, raw_config, family, revision=config.backbone_revision)
+        backbone_config = config_cls.from_pretrained(reference, revision=config.backbone_revision)
+    else:
+        model_cls = None
+        backbone_config = AutoConfig.from_pretrained(reference, revision=config.backbone_revision, trust_remote_code=True)
     for key, value in backbone_dict.items():
         if not key.startswith("_") and key not in ("auto_map", "architectures", "transformers_version"):
             setattr(backbone_config, key, value)
+    if model_cls is not None:
+        return model_cls._from_config(backbone_config, **config_kwargs)
     return auto_cls.from_config(backbone_config, trust_remote_code=True, **config_kwargs)
 
 def _try_load_tokenizer(name_or_path: str, revision=None, trust_remote_code=False):
