@@ -161,7 +161,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         tensor = next(module.parameters(), None)
         if tensor is None:
             tensor = next(self._raw_backbone().parameters(), None)
-        return torch.device("cpu") if tensor is None or tensor.device.type == "meta" else tensor.device
+        return torch.device("cpu") if tensor is None else tensor.device
 
     @property
     def mask_token_id(self) -> int:
