@@ -291,3 +291,23 @@ def test_unavailable_attention_implementation_is_refused(family, tmp_path):
         PrismForMaskedDiffusion.from_backbone(str(folder), attn_implementation="flash_attention_2")
     model = PrismForMaskedDiffusion.from_backbone(str(folder), attn_implementation="eager")
     assert model._raw_backbone().config._attn_implementation == "eager"
+
+
+def test_memory_benchmark_counts_the_real_8b_and_7b_models_on_the_meta_device(capsys):
+    """benchmarks/memory_8b.py: parameter counts of the real configurations, and LoRA counts that match the formula."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("memory_8b", Path(__file__).parents[1] / "benchmarks" / "memory_8b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--num-gpus", "8"])
+    llada, dream = results["llada"]["counts"], results["dream"]["counts"]
+    assert 7.9e9 < llada["backbone"] < 8.1e9 and 7.5e9 < dream["backbone"] < 7.7e9
+    r = 256
+    assert llada["lora"] == 32 * 3 * r * (4096 + 4096)  # q/k/v are 4096 -> 4096 (no GQA)
+    assert dream["lora"] == 28 * r * ((3584 + 3584) + 2 * (3584 + 512))  # k/v project to 4 heads of 128
+    assert llada["head"] == 4096 * 4096 + 4096 + 2 * 4096 + 4096 + 1  # LayerNorm, Linear(d, d), Linear(d, 1)
+    ddp, zero3 = results["llada"]["per_gpu_bytes"]["DDP"], results["llada"]["per_gpu_bytes"]["ZeRO-3"]
+    assert ddp["weights"] == 2 * llada["backbone"] + 4 * llada["trained"] and ddp["optimizer"] == 8 * llada["trained"]
+    assert zero3["total"] == pytest.approx(ddp["total"] / 8)
+    assert "ZeRO-2" in capsys.readouterr().out
