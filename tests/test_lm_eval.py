@@ -247,11 +247,12 @@ def _llada_lm(char_tokenizer, **kwargs):
     return PrismLM(pretrained=backbone, tokenizer=char_tokenizer, device="cpu", **kwargs)
 
 
-def _reference_reply(lm, context, length, max_gen_toks, until):
+def _reference_reply(lm, context, length, max_gen_toks, until, **call_kwargs):
     """What generate_until must return for one prompt run alone: the first max_gen_toks tokens, cut at the first stop
     sequence (or EOS), special tokens dropped."""
     ids = torch.tensor([lm.tok_encode(context)])
-    out = lm.pipeline(input_ids=ids, gen_length=length, output_type="seq", return_quality=False, show_progress=False)
+    out = lm.pipeline(input_ids=ids, gen_length=length, output_type="seq", return_quality=False, show_progress=False,
+                      **call_kwargs)
     text = lm.tokenizer.decode(out.sequences[0, :max_gen_toks].tolist(), skip_special_tokens=False)
     stops = [s for s in until + [lm.tokenizer.eos_token] if s in text]
     text = text[: min(text.find(s) for s in stops)] if stops else text
@@ -277,6 +278,18 @@ def test_generate_until_batches_prompts_and_honours_stop_sequences_and_max_gen_t
     nfe = lm.get_model_info()["prism"]["nfe"]["generate_until"]
     # one token per step: an 8-token canvas takes 8 forwards, the 4-token one 4; three prompts share one batch
     assert nfe == {"requests": 4, "forward_calls": 8 + 4, "forward_rows": 3 * 8 + 4, "nfe_per_request": (3 * 8 + 4) / 4}
+
+
+def test_guidance_reaches_generation_when_the_pipeline_takes_it(char_tokenizer):
+    lm = _llada_lm(char_tokenizer, batch_size=2, remasking="none", cfg_scale=1.0, num_inference_steps=4)
+    if not lm._pipeline_takes_cfg:
+        pytest.skip("this PrismPipeline has no cfg_scale")
+    contexts = ["a=", "bb="]
+    requests = [Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": 4}), i) for i, c in enumerate(contexts)]
+    replies = lm.generate_until(requests)
+    assert replies == [_reference_reply(lm, c, 4, 4, [], cfg_scale=1.0, num_inference_steps=4)[0] for c in contexts]
+    nfe = lm.get_model_info()["prism"]["nfe"]["generate_until"]
+    assert nfe["forward_rows"] == 2 * 4 * 2  # two prompts, four steps, a conditional and an unconditional row each
 
 
 def test_loglikelihood_counts_draws_and_checks_greedy(char_tokenizer):

@@ -90,7 +90,8 @@ class MonteCarloLogLikelihood:
             and 2.6.
         forward_rows (`int`): Sequences passed through the model (a row of a batched forward counts once; with
             ``cfg_scale > 0`` each draw costs two rows).
-        forward_calls (`int`): Model forward calls.
+        forward_calls (`int`): Model forwards, counted as [`PrismPipeline`] counts its ``nfe``: a guided forward (of
+            ``2B`` rows) counts as two.
     """
 
     loglikelihood: torch.Tensor
@@ -270,7 +271,7 @@ def monte_carlo_loglikelihood(
         per_draw = per_draw.double()
         totals.index_add_(0, row, per_draw)
         squares.index_add_(0, row, per_draw.square())
-        forward_calls += 1
+        forward_calls += 2 if uncond is not None else 1
         forward_rows += noisy.shape[0] * (2 if uncond is not None else 1)
     mean = totals / mc_num
     if mc_num > 1:
