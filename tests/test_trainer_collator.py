@@ -78,3 +78,33 @@ def test_nothing_maskable_batch_is_flagged_with_a_warning(caplog):
 def test_has_maskable_flag_can_be_left_out():
     batch = MaskedDiffusionCollator(pad_token_id=PAD, return_has_maskable=False)([{"input_ids": [1, 2]}])
     assert set(batch) == {"input_ids", "attention_mask", "maskable"}
+
+
+def test_for_model_reads_the_family_registry():
+    from prism_hf import PrismForMaskedDiffusion
+    from prism_hf.testing import tiny_dream, tiny_llada
+
+    assert MaskedDiffusionCollator.for_model(tiny_dream(), pad_token_id=0).never_mask_first
+    assert MaskedDiffusionCollator.for_model(PrismForMaskedDiffusion.from_backbone(tiny_dream()), pad_token_id=0).never_mask_first
+    assert not MaskedDiffusionCollator.for_model(tiny_llada(), pad_token_id=0).never_mask_first
+    batch = MaskedDiffusionCollator(pad_token_id=0, never_mask_first=True)([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}])
+    assert batch["maskable"].tolist() == [[False, True, True], [False, False, False]]
+    assert batch["has_maskable"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PrismTrainer / MDMTrainer (src/prism_hf/trainer.py) build the default collator without "
+    "MaskedDiffusionCollator.for_model yet, so a Dream batch may mask position 0; when they use it, this passes and "
+    "the marker must go.",
+)
+def test_the_trainers_default_collator_never_masks_position_zero_for_dream(tmp_path):
+    from prism_hf import PrismForMaskedDiffusion
+    from prism_hf.testing import tiny_dream
+    from prism_hf.trainer import PrismTrainer
+    from prism_hf.training_args import PrismTrainingArguments
+
+    model = PrismForMaskedDiffusion.from_backbone(tiny_dream())
+    args = PrismTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=1)
+    trainer = PrismTrainer(model=model, args=args, train_dataset=[{"input_ids": [1, 2, 3, 4]}])
+    assert trainer.data_collator.never_mask_first
