@@ -982,12 +982,25 @@ def supervise(config_path):
 
 
 def _install_guard(workdir):
-    """Second layer: an audit hook that refuses network access, new programs, signals to other processes, writes
-    outside ``workdir``, reading other processes' ``/proc`` entries and importing the modules that reach native code
-    or start programs without an audit event (``ctypes``, ``_posixsubprocess``, hence ``subprocess`` and
-    ``asyncio``). It cannot be removed from Python code; native code could bypass it, which is what the kernel layers
-    are for."""
+    """Second layer: an audit hook that refuses network access, new programs, signals to processes other than itself
+    and its children (a ``multiprocessing`` pool terminates its workers), writes outside ``workdir``, reading other
+    processes' ``/proc`` entries, and ``ctypes``. It cannot be removed from Python code; native code could bypass it,
+    which is what the kernel layers are for.
+
+    ``_posixsubprocess.fork_exec`` starts programs without any audit event (``subprocess`` raises its own event
+    first, ``multiprocessing``'s spawn does not): the module is imported now and its ``fork_exec`` replaced (the
+    original is then unreachable), and loading the module again is refused.
+    """
     import socket
+    import subprocess
+
+    import _posixsubprocess
+
+    def no_programs(*args, **kwargs):
+        raise PermissionError("sandbox: starting programs is not allowed")
+
+    _posixsubprocess.fork_exec = no_programs
+    subprocess._fork_exec = no_programs
 
     workdir = os.path.realpath(workdir)
     allowed = (workdir, os.devnull)
@@ -995,7 +1008,7 @@ def _install_guard(workdir):
     refused = {
         "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.connect", "socket.bind",
         "socket.sendto", "socket.sendmsg", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen",
-        "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata",
+        "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata",
         "ctypes.call_function", "os.chroot", "pty.spawn",
     }
     refused_imports = {"ctypes", "_ctypes", "_posixsubprocess", "_testcapi", "_testinternalcapi", "_xxsubinterpreters"}
@@ -1025,7 +1038,16 @@ def _install_guard(workdir):
         real = os.path.realpath(os.fspath(path))
         return any(real == a or real.startswith(a + os.sep) for a in allowed)
 
+    def own_child(pid):
+        try:  # succeeds only for a child of this process; WNOWAIT leaves its status to be collected
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            return True
+        except (ChildProcessError, OSError):
+            return False
+
     def hook(event, args):
+        if event == "os.kill" and not (args[0] == os.getpid() or (args[0] > 0 and own_child(args[0]))):
+            raise PermissionError("sandbox: os.kill of a process other than itself or its children is not allowed")
         if event in refused:
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "import" and args[0] in refused_imports:
@@ -1059,10 +1081,14 @@ def run(workdir, guard, extra_sys_path):
         source = f.read()
     if guard == "1":
         _install_guard(workdir)
-    namespace = {"__name__": "__main__", "__file__": os.path.join(workdir, "program.py"), "__builtins__": __builtins__}
+    # the program runs as the real __main__ module, so that what it defines pickles by reference (multiprocessing)
+    main = type(sys)("__main__")
+    main.__file__ = os.path.join(workdir, "program.py")
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
     write(RECORD_FD, READY)
     try:
-        exec(compile(source, "program.py", "exec"), namespace)
+        exec(compile(source, "program.py", "exec"), main.__dict__)
     except memory_error:
         try:
             write(2, b"MemoryError\n")
