@@ -559,10 +559,9 @@ def test_bad_forward_input_is_refused_naming_the_argument():
     ids = _ids(2, 6, 128, 120)
     cases = [
         (dict(labels=ids), r"labels=a tensor of shape \(2, 6\) is not supported by the native Dream port"),
-        (dict(use_cache=True), r"use_cache=True is not supported.*no key/value cache"),
-        (dict(past_key_values=[(ids, ids)]), r"past_key_values=a list is not supported.*no key/value cache"),
+        (dict(past_key_values=[(ids, ids)]), r"cache must be a prism_hf.models.cache.BlockKVCache; got list"),
         (dict(num_logits_to_keep=3), r"num_logits_to_keep=3 is not supported.*slice the returned logits"),
-        (dict(dual_cache=True), r"dual_cache=True is not supported.*Fast-dLLM"),
+        (dict(dual_cache=True), r"dual_cache=True is not supported.*BlockKVCache"),
         (dict(attention_mask="causal"), r"attention_mask='causal': the only string Dream accepts is 'full'"),
         (dict(attention_mask=torch.ones(2, 5)), r"attention_mask has shape \(2, 5\); a padding mask must have shape"),
         (dict(attention_mask=torch.ones(2, 1, 6, 5, dtype=torch.bool)), r"attention_mask has shape \(2, 1, 6, 5\)"),

@@ -607,10 +607,9 @@ def test_a_hub_config_json_with_an_unsupported_option_raises_on_load(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(use_cache=True), r"use_cache=True: the native LLaDA port has no key/value cache"),
         (dict(output_attentions=True), r"output_attentions=True is not supported"),
-        (dict(past_key_values=[]), r"past_key_values is not supported .*no key/value cache"),
-        (dict(replace_position=torch.ones(1, 4)), r"replace_position is not supported"),
+        (dict(past_key_values=[]), r"cache must be a prism_hf.models.cache.BlockKVCache; got list"),
+        (dict(replace_position=torch.ones(1, 4)), r"replace_position is not supported.*BlockKVCache.set_window"),
         (dict(attention_bias=torch.zeros(1, 1, 4, 4)), r"attention_bias is not supported .*4D attention_mask"),
         (dict(labels=torch.zeros(1, 4, dtype=torch.long)), r"labels is not supported .*masking ratio"),
         (dict(inputs_embeds=torch.zeros(1, 4, 32)), r"exactly one of input_ids and inputs_embeds; got both"),

@@ -30,10 +30,12 @@ What differs, and why:
 * RoPE's ``inv_freq`` is a non-persistent buffer recomputed in ``_init_weights``, the transformers-5 way, so it is
   right after ``from_pretrained``; upstream's unused per-layer rotary modules are not rebuilt. ``rope_scaling`` types
   whose frequencies change with the input length (``"dynamic"``, ``"longrope"``) are refused by the config.
-* Not ported: the key/value caches (``past_key_values``, ``use_cache``, Fast-dLLM's ``dual_cache``), the ``labels``
-  loss, ``num_logits_to_keep``, and the ``DreamGenerationMixin`` (``diffusion_generate``): prism_hf has its own
-  sampler and losses. The forward refuses these arguments instead of ignoring them. The attention is laid out so a
-  cache can be added later (queries, keys and values are rotated at explicit positions before the attention call).
+* Key/value caching for block decoding is prism_hf's own [`~prism_hf.models.cache.BlockKVCache`], passed as
+  ``cache`` (fill over the whole sequence, then window forwards against the cached keys and values of the
+  rest); upstream's autoregressive ``DynamicCache`` path and Fast-dLLM's ``dual_cache`` / ``replace_position`` are
+  not ported. Nor are the ``labels`` loss, ``num_logits_to_keep`` and the ``DreamGenerationMixin``
+  (``diffusion_generate``): prism_hf has its own sampler and losses. The forward refuses these arguments instead of
+  ignoring them.
 * ``from_pretrained`` refuses a checkpoint whose weights do not match the config (missing or unexpected keys), where
   transformers 5 would only warn and leave the missing weights randomly initialised.
 * Tied weights are declared the transformers-5 way (``tie_word_embeddings=True`` ties ``lm_head`` to the embedding).
@@ -45,6 +47,7 @@ honours them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -64,6 +67,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
     eager_attention_forward,
 )
 
+from ..cache import BlockKVCache, pop_cache_argument
 from .configuration_dream import DreamConfig
 
 __all__ = [
@@ -74,18 +78,16 @@ __all__ = [
     "DreamPreTrainedModel",
     "DreamRMSNorm",
     "DreamRotaryEmbedding",
+    "DreamOutput",
 ]
 
 #: Arguments of the published ``DreamModel.forward`` that the port does not implement, with what to use instead. Any
 #: value other than `None` / `False` / `0` is refused rather than ignored.
 _UNPORTED_FORWARD_ARGUMENTS = {
     "labels": "compute the loss from the logits (prism_hf's losses do; note the logit at i predicts token i + 1)",
-    "past_key_values": "the port has no key/value cache",
-    "cache": "the port has no key/value cache",
-    "use_cache": "the port has no key/value cache",
-    "cache_position": "the port has no key/value cache; pass position_ids",
-    "dual_cache": "Fast-dLLM's dual cache is not ported",
-    "replace_position": "Fast-dLLM's dual cache is not ported",
+    "cache_position": "pass position_ids (with a BlockKVCache window they default to its positions)",
+    "dual_cache": "Fast-dLLM's dual cache is a prism_hf.models.cache.BlockKVCache window here",
+    "replace_position": "use BlockKVCache.set_window(positions) and pass the window's tokens with cache=cache",
     "num_logits_to_keep": "slice the returned logits",
     "logits_to_keep": "slice the returned logits",
 }
@@ -154,10 +156,13 @@ class DreamAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: Tuple[torch.Tensor, torch.Tensor],
         attention_mask: Optional[torch.Tensor] = None,
+        cache: Optional[BlockKVCache] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """
         Args:
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): Stores this layer's rotated keys
+                and values (fill) or supplies those of the rest of the sequence (window forward).
             hidden_states (`torch.Tensor` of shape `(B, L, hidden_size)`): Normed input of the layer.
             position_embeddings (`tuple` of two `torch.Tensor` of shape `(B or 1, L, head_dim)`): RoPE ``(cos, sin)``
                 at each query/key position.
@@ -177,8 +182,8 @@ class DreamAttention(nn.Module):
 
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-        # A key/value cache for block decoding would extend key_states / value_states here: keys are already rotated
-        # at their own positions, so cached and fresh keys can be concatenated as they are.
+        if cache is not None:  # keys are rotated at their own positions, so cached and fresh ones mix
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -236,6 +241,19 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
+@dataclass
+class DreamOutput(MaskedLMOutput):
+    """[`DreamModel`]'s output: a `MaskedLMOutput` (``logits``, ``hidden_states``, ``attentions``) plus the
+    block-decoding ``cache`` when one was used.
+
+    Args:
+        cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): The cache passed in or created by
+            ``use_cache=True``.
+    """
+
+    cache: Optional[BlockKVCache] = None
+
+
 class DreamPreTrainedModel(PreTrainedModel):
     """Shared settings of the Dream classes: config class, initialisation, attention support, strict loading."""
 
@@ -246,6 +264,8 @@ class DreamPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["DreamDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    #: The forward takes a [`~prism_hf.models.cache.BlockKVCache`] as ``cache`` (block decoding).
+    supports_block_kv_cache = True
     #: Checkpoint keys that a class legitimately leaves unused when loading (see `from_pretrained`).
     _checkpoint_keys_not_loaded: Tuple[str, ...] = ()
 
@@ -386,6 +406,7 @@ class DreamBaseModel(DreamPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        cache: Optional[BlockKVCache] = None,
         **kwargs,
     ) -> Union[BaseModelOutput, Tuple[torch.Tensor, ...]]:
         r"""
@@ -406,6 +427,11 @@ class DreamBaseModel(DreamPreTrainedModel):
             output_attentions (`bool`, *optional*): Also return every layer's attention probabilities; needs
                 ``attn_implementation="eager"``.
             return_dict (`bool`, *optional*): Return a `BaseModelOutput` (default: ``config.return_dict``) or a tuple.
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): A block-decoding cache. Without a
+                window set, this forward covers the whole sequence and fills it. With a window
+                (``cache.set_window(positions)``), the input is the tokens at those positions, ``position_ids`` default
+                to them, ``attention_mask`` is the `(batch_size, cached_length)` padding mask of the whole sequence (or
+                `None`), and the other positions' keys and values come from the cache.
             kwargs: Passed to the attention function.
 
         Returns:
@@ -435,13 +461,25 @@ class DreamBaseModel(DreamPreTrainedModel):
                 f"{self.config.hidden_size})."
             )
         batch_size, seq_len = inputs_embeds.shape[:2]
+        cache = pop_cache_argument(cache, kwargs)
+        window = None if cache is None else cache.window
+        if window is not None and tuple(window.shape) != (batch_size, seq_len):
+            raise ValueError(
+                f"The cache's window holds positions of shape {tuple(window.shape)}; a window forward takes the tokens at "
+                f"those positions, but got input of shape {(batch_size, seq_len)}."
+            )
         if position_ids is None:
-            position_ids = torch.arange(seq_len, device=inputs_embeds.device)[None]
+            position_ids = window if window is not None else torch.arange(seq_len, device=inputs_embeds.device)[None]
         elif position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch_size) or position_ids.shape[1] != seq_len:
             raise ValueError(
                 f"position_ids has shape {tuple(position_ids.shape)}; expected ({batch_size} or 1, {seq_len})."
             )
-        mask = self._attention_mask_for_implementation(attention_mask, inputs_embeds)
+        if window is not None:
+            if isinstance(attention_mask, str) or (torch.is_tensor(attention_mask) and attention_mask.dim() != 2):
+                raise ValueError("A window forward takes the (batch_size, cached_length) padding mask (or None).")
+            mask = cache.window_attention_mask(attention_mask, self.config._attn_implementation, inputs_embeds.dtype)
+        else:
+            mask = self._attention_mask_for_implementation(attention_mask, inputs_embeds)
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -451,7 +489,8 @@ class DreamBaseModel(DreamPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, attn_weights = layer(
-                hidden_states, position_embeddings=position_embeddings, attention_mask=mask, **kwargs
+                hidden_states, position_embeddings=position_embeddings, attention_mask=mask,
+                cache=cache, **kwargs
             )
             if output_attentions:
                 all_attentions += (attn_weights,)
@@ -515,28 +554,35 @@ class DreamModel(DreamPreTrainedModel):
         inputs_embeds: Optional[torch.FloatTensor] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        cache: Optional[BlockKVCache] = None,
+        use_cache: Optional[bool] = None,
         **kwargs,
-    ) -> Union[MaskedLMOutput, Tuple[torch.Tensor, ...]]:
+    ) -> Union[DreamOutput, Tuple[torch.Tensor, ...]]:
         r"""
         Args:
             input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states: See
                 [`DreamBaseModel.forward`].
-            return_dict (`bool`, *optional*): Return a [`~transformers.modeling_outputs.MaskedLMOutput`] (default:
-                ``config.return_dict``, as upstream) or the tuple ``(logits, hidden_states?, attentions?)``.
+            return_dict (`bool`, *optional*): Return a [`DreamOutput`] (a `MaskedLMOutput` with ``cache``;
+                default: ``config.return_dict``, as upstream) or the tuple ``(logits, hidden_states?, attentions?)``.
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): See [`DreamBaseModel.forward`].
+            use_cache (`bool`, *optional*): With no ``cache``, create a cache, fill it and return it.
             kwargs: ``output_attentions`` (eager only) and arguments of the attention function. The published
-                forward's ``labels``, ``past_key_values``, ``use_cache``, ``cache_position``, ``num_logits_to_keep``,
-                ``dual_cache`` and ``replace_position`` are not ported and are refused when set.
+                forward's ``labels``, ``cache_position``, ``num_logits_to_keep``, ``dual_cache`` and
+                ``replace_position`` are not ported and are refused when set.
 
         Returns:
             Logits of shape `(batch_size, sequence_length, vocab_size)` (the logit at ``i`` predicts token ``i + 1``),
             with ``hidden_states`` / ``attentions`` when asked for; ``loss`` is always `None`.
         """
+        cache = pop_cache_argument(cache, kwargs)
         for name, instead in _UNPORTED_FORWARD_ARGUMENTS.items():
             if name in kwargs:
                 value = kwargs.pop(name)
                 if not _is_unset(value):
                     raise ValueError(f"{name}={_describe(value)} is not supported by the native Dream port: {instead}.")
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        if cache is None and use_cache:
+            cache = BlockKVCache()
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -544,12 +590,15 @@ class DreamModel(DreamPreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            cache=cache,
             **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)
         if not return_dict:
             return tuple(v for v in (logits, outputs.hidden_states, outputs.attentions) if v is not None)
-        return MaskedLMOutput(logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return DreamOutput(
+            logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions, cache=cache
+        )
 
 
 def _loading_problems(

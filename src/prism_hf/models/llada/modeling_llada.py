@@ -30,10 +30,11 @@ What differs, and why:
   ``"eager"``, or ``"flash_attention_2"`` when flash-attn is installed; upstream calls a ``torch.compile``-d SDPA (or
   ``flash_attn_func`` when ``flash_attention=True``) and flips the process-wide ``torch.backends.cuda`` SDPA switches on
   construction. The kernels compute the same attention up to floating-point reordering.
-* Rotary tables are computed per call at explicit ``position_ids`` (default ``arange(L)``), and attention is
-  structured as project q/k/v, rotate, attend, so that a key/value cache for block decoding can be added later. There
-  is no cache yet: ``use_cache=True``, ``past_key_values`` and Fast-dLLM's ``replace_position`` raise, as do
-  ``labels`` (LLaDA's loss depends on the masking ratio; see ``prism_hf.losses``), ``attention_bias`` (pass a 4D
+* Rotary tables are computed per call at explicit ``position_ids`` (default ``arange(L)``). For block decoding the
+  forward takes a [`~prism_hf.models.cache.BlockKVCache`] as ``cache`` (Fast-dLLM's prefix / dual cache,
+  re-expressed: fill once over the whole sequence, then run only a window of positions against the cached keys and
+  values of the rest); Fast-dLLM's ``replace_position`` argument raises with a pointer to it, as do ``labels``
+  (LLaDA's loss depends on the masking ratio; see ``prism_hf.losses``), ``attention_bias`` (pass a 4D
   ``attention_mask``) and ``output_attentions=True`` (upstream raises too).
 * The forward follows transformers' argument order ``(input_ids, attention_mask, position_ids, inputs_embeds, ...)``
   and returns a `CausalLMOutputWithPast` with ``logits`` and, with ``output_hidden_states``, upstream's hidden states
@@ -64,6 +65,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ..cache import BlockKVCache, pop_cache_argument
 from .configuration_llada import LLaDAConfig
 
 __all__ = [
@@ -82,9 +84,10 @@ DEFAULT_LAYER_NORM_EPS = 1e-5
 
 #: Forward arguments of the published code that the port refuses (with the reason), rather than ignore.
 _REFUSED_FORWARD_KWARGS = {
-    "past_key_values": "the native LLaDA port has no key/value cache yet",
-    "cache": "the native LLaDA port has no key/value cache yet",
-    "replace_position": "Fast-dLLM's cache replacement needs a key/value cache, which the native LLaDA port lacks",
+    "replace_position": (
+        "Fast-dLLM's in-place cache replacement is BlockKVCache.set_window(positions) here: pass the window's tokens "
+        "with cache=cache"
+    ),
     "attention_bias": "pass a 4D attention_mask of shape (batch_size, 1, seq_len, seq_len) instead",
     "labels": (
         "LLaDA's training loss depends on the masking ratio of each row, so the model does not compute it "
@@ -310,6 +313,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         value: torch.Tensor,
         position_embeddings: Tuple[torch.Tensor, torch.Tensor],
         attention_mask: Optional[torch.Tensor] = None,
+        cache: Optional[BlockKVCache] = None,
         **kwargs,
     ) -> torch.Tensor:
         """
@@ -319,6 +323,8 @@ class LLaDABlock(GradientCheckpointingLayer):
             position_embeddings (`tuple(torch.Tensor)`): ``(cos, sin)`` from [`LLaDARotaryEmbedding`].
             attention_mask (`torch.Tensor`, *optional*): The mask prepared by [`LLaDAModel`] for the attention
                 implementation (`None` when nothing is masked).
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): Stores the rotated keys and values
+                (fill) or supplies those of the rest of the sequence (window forward).
 
         Returns:
             `torch.Tensor` of shape `(B, L, d_model)`: the attention output after ``attn_out``.
@@ -333,6 +339,8 @@ class LLaDABlock(GradientCheckpointingLayer):
         value = value.view(batch_size, seq_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb(query, key, cos, sin, full_precision=self.config.rope_full_precision)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         output, _ = attention_interface(
@@ -487,6 +495,7 @@ class LLaDAModel(nn.Module):
         position_ids: Optional[torch.LongTensor] = None,
         inputs_embeds: Optional[torch.FloatTensor] = None,
         output_hidden_states: bool = False,
+        cache: Optional[BlockKVCache] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, ...]]]:
         """Logits of shape `(B, L, embedding_size)` and, with ``output_hidden_states``, the input of every block and
@@ -497,16 +506,23 @@ class LLaDAModel(nn.Module):
         if config.input_emb_norm:
             hidden_states = hidden_states * (config.d_model**0.5)
         hidden_states = self.transformer["emb_drop"](hidden_states)
+        window = None if cache is None else cache.window
         if position_ids is None:
-            position_ids = torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)
+            position_ids = window if window is not None else torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)
         position_embeddings = self.rotary_emb(position_ids)
-        mask = self.prepare_attention_mask(attention_mask, hidden_states)
+        if window is not None:
+            mask = cache.window_attention_mask(attention_mask, config._attn_implementation, hidden_states.dtype)
+        else:
+            mask = self.prepare_attention_mask(attention_mask, hidden_states)
 
         all_hidden_states = []
         for block in self.transformer["blocks"]:
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
-            hidden_states = block(hidden_states, attention_mask=mask, position_embeddings=position_embeddings, **kwargs)
+            hidden_states = block(
+                hidden_states, attention_mask=mask, position_embeddings=position_embeddings, cache=cache,
+                **kwargs,
+            )
         hidden_states = self.transformer["ln_f"](hidden_states)
         if output_hidden_states:
             all_hidden_states.append(hidden_states)
@@ -584,6 +600,8 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = False
     _supports_attention_backend = True
+    #: The forward takes a [`~prism_hf.models.cache.BlockKVCache`] as ``cache`` (block decoding).
+    supports_block_kv_cache = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -680,6 +698,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         inputs_embeds: Optional[torch.FloatTensor] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        cache: Optional[BlockKVCache] = None,
+        use_cache: Optional[bool] = None,
         **kwargs,
     ) -> Union[Tuple[torch.Tensor, ...], CausalLMOutputWithPast]:
         r"""
@@ -697,17 +717,28 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 hidden state. Defaults to ``config.output_hidden_states``.
             return_dict (`bool`, *optional*): Return a `CausalLMOutputWithPast` (default: ``config.return_dict``)
                 rather than a tuple.
-            kwargs: Passed to the attention implementation. ``use_cache=True``, ``output_attentions=True``,
-                ``past_key_values``, ``cache``, ``replace_position``, ``attention_bias`` and ``labels`` raise a
-                `ValueError` (see the module docstring).
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): A block-decoding cache. Without a
+                window set, this forward covers the whole sequence and fills it. With a window
+                (``cache.set_window(positions)``), ``input_ids`` are the tokens at those positions (shape of the
+                window), ``position_ids`` default to them, ``attention_mask`` is the `(batch_size, cached_length)`
+                padding mask of the whole sequence, and the other positions' keys and values come from the cache.
+            use_cache (`bool`, *optional*): With no ``cache``, create a cache, fill it and return it as
+                ``cache`` of the output.
+            kwargs: Passed to the attention implementation. ``output_attentions=True``, ``cache``,
+                ``replace_position``, ``attention_bias`` and ``labels`` raise a `ValueError` (see the module
+                docstring).
 
         Returns:
             [`~transformers.modeling_outputs.CausalLMOutputWithPast`] with ``logits`` of shape
             `(batch_size, seq_len, embedding_size)` and, when asked, ``hidden_states`` (``n_layers + 1`` tensors of
             shape `(batch_size, seq_len, d_model)`); or the tuple ``(logits,)`` / ``(logits, hidden_states)``.
         """
+        cache = pop_cache_argument(cache, kwargs)
         self._refuse_unsupported_kwargs(kwargs)
-        self._validate_inputs(input_ids, attention_mask, position_ids, inputs_embeds)
+        if cache is None and use_cache:
+            cache = BlockKVCache()
+        window = None if cache is None else cache.window
+        self._validate_inputs(input_ids, attention_mask, position_ids, inputs_embeds, window=window)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if return_dict is None:
@@ -718,18 +749,14 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             output_hidden_states=bool(output_hidden_states),
+            cache=cache,
             **kwargs,
         )
-        output = CausalLMOutputWithPast(logits=logits, hidden_states=hidden_states)
+        output = CausalLMOutputWithPast(logits=logits, hidden_states=hidden_states, cache=cache)
         return output if return_dict else output.to_tuple()
 
     @staticmethod
     def _refuse_unsupported_kwargs(kwargs: dict) -> None:
-        if kwargs.pop("use_cache", None):
-            raise ValueError(
-                "use_cache=True: the native LLaDA port has no key/value cache yet; call it with use_cache=False (or "
-                "leave it unset)."
-            )
         if kwargs.pop("output_attentions", None):
             raise ValueError("output_attentions=True is not supported by LLaDA (the published code refuses it too).")
         for name, reason in _REFUSED_FORWARD_KWARGS.items():
@@ -742,6 +769,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         attention_mask: Optional[torch.Tensor],
         position_ids: Optional[torch.Tensor],
         inputs_embeds: Optional[torch.Tensor],
+        window: Optional[torch.Tensor] = None,
     ) -> None:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(
@@ -760,6 +788,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                     f"inputs_embeds must be a tensor of shape (batch_size, seq_len, d_model={self.config.d_model}); got {shape}."
                 )
             batch_size, seq_len = inputs_embeds.shape[:2]
+        if window is not None:
+            if (batch_size, seq_len) != tuple(window.shape):
+                raise ValueError(
+                    f"The cache's window holds positions of shape {tuple(window.shape)}; a window forward takes the tokens "
+                    f"at those positions, but got input of shape {(batch_size, seq_len)}."
+                )
+            if attention_mask is not None and attention_mask.dim() != 2:
+                raise ValueError("A window forward takes the (batch_size, cached_length) padding mask, not a 4D mask.")
+            attention_mask = None  # checked against the cached length by the cache itself
         if attention_mask is not None:
             shape = tuple(attention_mask.shape)
             valid_2d = attention_mask.dim() == 2 and shape == (batch_size, seq_len)
