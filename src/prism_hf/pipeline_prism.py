@@ -424,17 +424,17 @@ class PrismPipeline(DiffusionPipeline):
                         "'Coming from LLaDA's generate.py'.")
 
     def _check_token_ids(self, rows: List[torch.Tensor], what: str) -> None:
+        """Every id inside the model's vocabulary (an id outside it would fail deep inside the embedding lookup)."""
+        ids = torch.cat([row.reshape(-1) for row in rows]) if rows else torch.zeros(0, dtype=torch.long)
         vocab = self._vocab_size()
-        for i, row in enumerate(rows):
-            if row.numel() == 0:
-                continue
-            low, high = int(row.min()), int(row.max())
-            if low < 0 or (vocab is not None and high >= vocab):
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"{what} row {i} holds token id {bad}, outside the model's vocabulary "
-                    f"(valid ids: 0..{'?' if vocab is None else vocab - 1})."
-                )
+        bad = (ids < 0) | (ids >= vocab) if vocab is not None else ids < 0
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            row = int((torch.cumsum(torch.tensor([r.numel() for r in rows]), 0) <= first).sum())
+            raise ValueError(
+                f"{what} row {row} holds token id {int(ids[first])}, outside the model's vocabulary "
+                f"(valid ids: 0..{'?' if vocab is None else vocab - 1})."
+            )
 
     # ----- sampling ------------------------------------------------------------------------------------------
     @torch.no_grad()
