@@ -11,13 +11,23 @@ needs no quality head works on a plain MDM). MBPP: ``--benchmark mbpp`` (Hub) or
 
 The results JSON records the sampler configuration, the checkpoint, NFE, wall time, pass@k and per-task
 outcomes, so figures can be compared and reproduced.
+
+Nothing computed is lost: ``--output`` is checked for writability before any work, and every finished reply and every
+execution outcome is appended to a cache (``<output>.cache.jsonl`` by default, ``--use_cache false`` to turn it off) as
+soon as it exists. Rerunning the same command after a crash reuses them and only does what is missing (the model is
+not even loaded when every reply is cached).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import math
+import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,21 +37,25 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
 
 from prism_hf import PrismForMaskedDiffusion
-from prism_hf.evaluation import Sandbox, humaneval_program, pass_at_k_from_programs
+from prism_hf.evaluation import Sandbox, SandboxResult, execute_programs, humaneval_program
+from prism_hf.evaluation.code_eval import summarize_results
 from prism_hf.families import get_family, resolve_mask_token_id
 from prism_hf.pipeline_prism import PrismPipeline
 from prism_hf.scheduling_prism import PrismScheduler
 
 BENCHMARKS = ("humaneval", "mbpp")
+DTYPES = ("bfloat16", "float16", "float32", "auto")
 
 
 @dataclass
 class EvalArguments:
     checkpoint: str = field(metadata={"help": "PRISM checkpoint folder / Hub repo, or a plain MDM (baselines)."})
-    output: str = field(default="results/code_eval.json", metadata={"help": "Results JSON path."})
+    output: str = field(default="results/code_eval.json", metadata={"help": "Results JSON path (checked before any work)."})
+    use_cache: bool = field(default=True, metadata={"help": "Append finished replies and outcomes to a cache and reuse them on a rerun."})
+    cache_path: Optional[str] = field(default=None, metadata={"help": "The cache (JSON lines); default: <output>.cache.jsonl."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Needed for LLaDA / Dream backbones."})
     tokenizer: Optional[str] = field(default=None, metadata={"help": "Tokenizer; default: the checkpoint, else its backbone."})
-    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16, float16, float32 or auto."})
+    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16, float16, float32 or auto.", "choices": list(DTYPES)})
     benchmark: str = field(default="humaneval", metadata={"help": "humaneval or mbpp.", "choices": list(BENCHMARKS)})
     data_files: Optional[str] = field(default=None, metadata={"help": "Local MBPP-style jsonl (task_id, text, test_list)."})
     max_tasks: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N tasks."})
@@ -70,16 +84,113 @@ class EvalArguments:
     num_workers: int = field(default=4, metadata={"help": "Programs executed at a time."})
 
     def __post_init__(self):
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples={self.num_samples} must be >= 1.")
-        if any(k < 1 or k > self.num_samples for k in self.k):
+        for name in ("num_samples", "batch_size", "gen_length", "block_length", "num_workers", "memory_limit_mb"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("max_tasks", "num_inference_steps"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name), "or unset")
+        if not self.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > self.num_samples for k in self.k):
             raise ValueError(f"k={self.k}: each k must be in [1, num_samples={self.num_samples}].")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout={self.timeout} must be > 0 seconds.")
-        if self.memory_limit_mb <= 0:
-            raise ValueError(f"memory_limit_mb={self.memory_limit_mb} must be > 0.")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not (0 < self.timeout < math.inf):
+            raise ValueError(f"timeout={self.timeout} must be > 0 seconds (and finite).")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} must be one of {list(DTYPES)}.")
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark={self.benchmark!r} must be one of {list(BENCHMARKS)}.")
+        if self.data_files is not None and not Path(self.data_files).is_file():
+            raise ValueError(f"data_files={self.data_files!r} is not a file (a local MBPP-style jsonl).")
         if self.num_inference_steps is None:
             self.num_inference_steps = max(1, self.gen_length // 2)
+        if self.cache_path is None:
+            self.cache_path = self.output + ".cache.jsonl"
+
+
+def _check_positive_int(name: str, value: Any, also: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be an int >= 1{' ' + also if also else ''}.")
+
+
+def check_writable_file(path: str, flag: str) -> Path:
+    """Fail now, not after hours of generation, when `path` cannot be written as a file.
+
+    Creates the missing parent folders; probes the folder with a temporary file (this catches read-only file systems
+    and permissions, also for root) and an existing file by opening it for writing without truncating it.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path!r} is a directory; pass a file path, e.g. {str(target / 'results.json')!r}.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        if target.exists():
+            with open(target, "r+b"):
+                pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path!r} cannot be written ({e.strerror or e}).") from e
+    return target
+
+
+class ResultCache:
+    """Finished work as JSON lines, appended (under a file lock: every process of a data-parallel run writes) as soon
+    as it exists, and read back on a rerun. A line cut short by a crash is skipped."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def rows(self, kind: str, fingerprint: str) -> List[Dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        found = []
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("kind") == kind and row.get("fingerprint") == fingerprint:
+                    found.append(row)
+        return found
+
+    def append(self, rows: List[Dict[str, Any]]) -> None:
+        if not rows:
+            return
+        text = "".join(json.dumps(row, ensure_ascii=True) + "\n" for row in rows)
+        with open(self.path, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                end = f.seek(0, os.SEEK_END)
+                if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
+                    text = "\n" + text  # a line cut short by a crash stays alone on its line
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fingerprint(settings: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def generation_fingerprint(args: "EvalArguments", scheduler: PrismScheduler) -> str:
+    """What decides the replies: checkpoint, prompts, sampler and generation settings (not the sandbox limits)."""
+    keys = ("checkpoint", "tokenizer", "dtype", "benchmark", "data_files", "seed", "batch_size", "gen_length",
+            "block_length", "num_inference_steps", "eos_early_stop")
+    settings = {key: getattr(args, key) for key in keys}
+    settings["sampler"] = {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
+    return _fingerprint(settings)
+
+
+def execution_fingerprint(args: "EvalArguments") -> str:
+    """What decides an outcome besides the program itself: the sandbox limits."""
+    return _fingerprint({"timeout": args.timeout, "memory_limit_mb": args.memory_limit_mb})
+
+
+def _program_sha(program: Any) -> str:
+    text = program if isinstance(program, str) else repr(program)
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 # ----- tasks ------------------------------------------------------------------------------------------------
@@ -187,14 +298,17 @@ def make_scheduler(args: EvalArguments) -> PrismScheduler:
     )
 
 
-def generate(pipe: PrismPipeline, tasks: List[Dict[str, Any]], args: EvalArguments, device) -> Dict[str, Any]:
-    """Every task's ``num_samples`` replies, in batches; returns replies and the NFE and wall time spent."""
+def generate(pipe: PrismPipeline, jobs: List[tuple], args: EvalArguments, cache: Optional[ResultCache], fingerprint: str) -> Dict[str, Any]:
+    """Replies for `jobs` (``(task, sample)`` pairs), in batches; each batch goes to the cache as soon as it is done.
+
+    Returns ``{"replies": {(task_id, sample): reply}, "nfe": ..., "generation_seconds": ...}``.
+    """
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    jobs = [(task, j) for task in tasks for j in range(args.num_samples)]
-    replies: Dict[str, List[str]] = {task["task_id"]: [] for task in tasks}
+    replies: Dict[tuple, str] = {}
     nfe, start = 0, time.perf_counter()
     for i in range(0, len(jobs), args.batch_size):
         chunk = jobs[i : i + args.batch_size]
+        batch_start = time.perf_counter()
         out = pipe(
             messages=[[{"role": "user", "content": task["prompt"]}] for task, _ in chunk],
             gen_length=args.gen_length,
@@ -207,47 +321,107 @@ def generate(pipe: PrismPipeline, tasks: List[Dict[str, Any]], args: EvalArgumen
             show_progress=False,
         )
         nfe += int(out.nfe)
-        for (task, _), text in zip(chunk, out.texts):
-            replies[task["task_id"]].append(text)
+        seconds = time.perf_counter() - batch_start
+        rows = []
+        for (task, sample), text in zip(chunk, out.texts):
+            replies[(task["task_id"], sample)] = text
+            rows.append({"kind": "reply", "fingerprint": fingerprint, "task_id": task["task_id"], "sample": sample,
+                         "reply": text, "nfe": int(out.nfe) / len(chunk), "seconds": seconds / len(chunk)})
+        if cache is not None:
+            cache.append(rows)
     return {"replies": replies, "nfe": nfe, "generation_seconds": time.perf_counter() - start}
+
+
+def _is_prism_checkpoint(args: EvalArguments) -> bool:
+    config = AutoConfig.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    return config.model_type == "prism"
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    # every check that can fail runs before any work: the output, the cache, the sampler settings, the tasks
+    check_writable_file(args.output, "--output")
+    cache = ResultCache(str(check_writable_file(args.cache_path, "--cache_path"))) if args.use_cache else None
+    scheduler = make_scheduler(args)
+    tasks = load_tasks(args)
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env
 
     # Without a GPU (or with ACCELERATE_USE_CPU) run the processes on the CPU with gloo.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     torch.manual_seed(args.seed + state.process_index)
-    model, tokenizer, mask_token_id = load_model_and_tokenizer(args)
-    model.to(state.device)
-    scheduler = make_scheduler(args)
-    pipe = PrismPipeline(model=model, scheduler=scheduler, tokenizer=tokenizer)
-    tasks = load_tasks(args)
-    with state.split_between_processes(tasks) as my_tasks:
-        generated = generate(pipe, list(my_tasks), args, state.device)
+    gen_key = generation_fingerprint(args, scheduler)
+    cached_rows = {(row["task_id"], row["sample"]): row for row in (cache.rows("reply", gen_key) if cache else [])}
+    jobs = [(task, j) for task in tasks for j in range(args.num_samples) if (task["task_id"], j) not in cached_rows]
+    state.wait_for_everyone()  # every process has read the cache before any appends to it: all split the same jobs
+    generated = {"replies": {}, "nfe": 0, "generation_seconds": 0.0}
+    is_prism = None
+    if jobs:
+        model, tokenizer, _ = load_model_and_tokenizer(args)
+        is_prism = isinstance(model, PrismForMaskedDiffusion)
+        model.to(state.device)
+        pipe = PrismPipeline(model=model, scheduler=scheduler, tokenizer=tokenizer)
+        with state.split_between_processes(jobs) as my_jobs:
+            generated = generate(pipe, list(my_jobs), args, cache, gen_key)
     all_generated = gather_object([generated])
     if not state.is_main_process:
         return {}
-    replies: Dict[str, List[str]] = {}
+    if is_prism is None:
+        is_prism = _is_prism_checkpoint(args)
+    replies: Dict[tuple, str] = {key: row["reply"] for key, row in cached_rows.items()}
     for part in all_generated:
         replies.update(part["replies"])
-    programs = [(build_program(task, reply), task["task_id"]) for task in tasks for reply in replies[task["task_id"]]]
+    programs = [
+        (task["task_id"], j, build_program(task, replies[(task["task_id"], j)])) for task in tasks for j in range(args.num_samples)
+    ]
+    # execution: outcomes already in the cache are reused; every new one is appended as soon as it is known
+    exec_key = execution_fingerprint(args)
+    cached_outcomes = {
+        (row["task_id"], row["sample"], row["program_sha256"]): row for row in (cache.rows("outcome", exec_key) if cache else [])
+    }
+    results: Dict[tuple, SandboxResult] = {}
+    todo = []
+    for task_id, j, program in programs:
+        row = cached_outcomes.get((task_id, j, _program_sha(program)))
+        if row is None:
+            todo.append((task_id, j, program))
+        else:
+            results[(task_id, j)] = SandboxResult(
+                status=row["status"], duration=row["duration"], stderr=row["stderr"], isolation=tuple(row["isolation"])
+            )
+
+    def on_result(index: int, result: SandboxResult) -> None:
+        task_id, j, program = todo[index]
+        results[(task_id, j)] = result
+        if cache is not None:
+            cache.append([{
+                "kind": "outcome", "fingerprint": exec_key, "task_id": task_id, "sample": j,
+                "program_sha256": _program_sha(program), "status": result.status, "duration": result.duration,
+                "stderr": result.stderr[-2000:], "isolation": list(result.isolation),
+            }])
+
     sandbox = Sandbox(timeout=args.timeout, memory_limit_mb=args.memory_limit_mb)
     start = time.perf_counter()
-    scores = pass_at_k_from_programs(programs, k=args.k, sandbox=sandbox, num_workers=args.num_workers)
-    results = {
+    execute_programs([program for _, _, program in todo], sandbox=sandbox, num_workers=args.num_workers, on_result=on_result)
+    scores = summarize_results(
+        [task["task_id"] for task in tasks],
+        [[results[(task["task_id"], j)] for j in range(args.num_samples)] for task in tasks],
+        k=args.k,
+    )
+    results_json = {
         "benchmark": args.benchmark,
         "checkpoint": args.checkpoint,
-        "is_prism_checkpoint": isinstance(model, PrismForMaskedDiffusion),
+        "is_prism_checkpoint": is_prism,
         "pass_at_k": scores.pass_at_k,
         "num_tasks": len(tasks),
-        "nfe": sum(part["nfe"] for part in all_generated),
+        "nfe": sum(part["nfe"] for part in all_generated) + round(sum(row["nfe"] for row in cached_rows.values())),
         "nfe_per_batch_call": args.num_inference_steps,
-        "generation_seconds": max(part["generation_seconds"] for part in all_generated),
+        "generation_seconds": max(part["generation_seconds"] for part in all_generated)
+        + sum(row["seconds"] for row in cached_rows.values()),
         "execution_seconds": time.perf_counter() - start,
         "num_processes": state.num_processes,
+        "cache": {"path": args.cache_path if cache else None, "replies_reused": len(cached_rows),
+                  "outcomes_reused": len(programs) - len(todo)},
         "sandbox_isolation": list(scores.isolation),
         "sampler": {key: value for key, value in scheduler.config.items() if not key.startswith("_")},
         "arguments": asdict(args),
@@ -256,16 +430,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 "task_id": task_id,
                 "num_correct": correct,
                 "outcomes": [
-                    {"passed": o.passed, "status": o.status, "reply": replies[task_id][o.completion_id]} for o in outcomes
+                    {"passed": o.passed, "status": o.status, "reply": replies[(task_id, o.completion_id)]} for o in outcomes
                 ],
             }
             for task_id, correct, outcomes in zip(scores.task_ids, scores.num_correct, scores.outcomes)
         ],
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2, default=str))
+    Path(args.output).write_text(json.dumps(results_json, indent=2, default=str))
     print(json.dumps({"pass_at_k": scores.pass_at_k, "num_tasks": len(tasks), "output": args.output}))
-    return results
+    return results_json
 
 
 if __name__ == "__main__":

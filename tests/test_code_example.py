@@ -154,11 +154,50 @@ def test_build_program_accepts_full_functions_and_bodies():
     assert run_in_sandbox(eval_code.build_program(mbpp, "```python\ndef add(a, b):\n    return a + b\n```"), timeout=10).passed
 
 
-def test_eval_arguments_are_validated():
-    with pytest.raises(ValueError, match=r"timeout=0.0 must be > 0"):
-        eval_code.EvalArguments(checkpoint="x", timeout=0.0)
-    with pytest.raises(ValueError, match=r"k=\[2\]: each k must be in \[1, num_samples=1\]"):
-        eval_code.EvalArguments(checkpoint="x", k=[2])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"timeout": 0.0}, r"timeout=0.0 must be > 0"),
+        ({"timeout": float("inf")}, r"timeout=inf must be > 0 seconds \(and finite\)"),
+        ({"k": [2]}, r"k=\[2\]: each k must be in \[1, num_samples=1\]"),
+        ({"k": []}, r"k=\[\]: each k must be in"),
+        ({"batch_size": 0}, r"batch_size=0 must be an int >= 1"),
+        ({"num_workers": -1}, r"num_workers=-1 must be an int >= 1"),
+        ({"gen_length": 0}, r"gen_length=0 must be an int >= 1"),
+        ({"max_tasks": 0}, r"max_tasks=0 must be an int >= 1 or unset"),
+        ({"num_inference_steps": 0}, r"num_inference_steps=0 must be an int >= 1 or unset"),
+        ({"memory_limit_mb": 0}, r"memory_limit_mb=0 must be an int >= 1"),
+        ({"num_samples": True}, r"num_samples=True must be an int >= 1"),
+        ({"dtype": "float64"}, r"dtype='float64' must be one of \['bfloat16', 'float16', 'float32', 'auto'\]"),
+        ({"benchmark": "apps"}, r"benchmark='apps' must be one of \['humaneval', 'mbpp'\]"),
+        ({"data_files": "/nonexistent/mbpp.jsonl"}, r"data_files='/nonexistent/mbpp.jsonl' is not a file"),
+    ],
+)
+def test_eval_arguments_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        eval_code.EvalArguments(checkpoint="x", **kwargs)
+
+
+def test_bad_output_fails_before_any_work(tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(eval_code, "load_tasks", no_work)
+    monkeypatch.setattr(eval_code, "load_model_and_tokenizer", no_work)
+    with pytest.raises(ValueError, match=r"--output .* is a directory; pass a file path, e.g. .*results.json"):
+        eval_code.main(["--checkpoint", "never-loaded", "--output", str(tmp_path)])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"--output .*a-file/results.json' cannot be written"):
+        eval_code.main(["--checkpoint", "never-loaded", "--output", str(blocker / "results.json")])
+    with pytest.raises(ValueError, match=r"--output '/proc/prism-results.json' cannot be written"):
+        eval_code.main(["--checkpoint", "never-loaded", "--output", "/proc/prism-results.json"])  # read-only, even for root
+    with pytest.raises(ValueError, match=r"--cache_path .* is a directory"):
+        eval_code.main(["--checkpoint", "never-loaded", "--output", str(tmp_path / "r.json"), "--cache_path", str(tmp_path)])
+    # sampler settings are checked before the model is loaded too
+    with pytest.raises(ValueError, match=r"temperature=nan is not valid"):
+        eval_code.main(["--checkpoint", "never-loaded", "--output", str(tmp_path / "r.json"), "--temperature", "nan"])
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_eval_code_end_to_end_on_a_tiny_prism_checkpoint(tiny_assets, tmp_path):
@@ -209,3 +248,50 @@ def test_eval_code_data_parallel_under_accelerate(tiny_assets, tmp_path):
     assert results["num_processes"] == 2
     assert [t["task_id"] for t in results["tasks"]] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert all(len(t["outcomes"]) == 1 for t in results["tasks"])
+
+
+def test_eval_code_caches_every_reply_and_outcome_and_resumes_after_a_crash(tiny_assets, tmp_path, monkeypatch):
+    output = tmp_path / "results.json"
+    argv = ["--checkpoint", str(tiny_assets / "tiny-llada"), "--trust_remote_code", "--dtype", "float32",
+            "--remasking", "none", "--max_tasks", "2", "--num_samples", "2", "--k", "1", "2", "--gen_length", "16",
+            "--block_length", "16", "--num_inference_steps", "4", "--batch_size", "3", "--timeout", "5",
+            "--output", str(output)]
+    cache = Path(str(output) + ".cache.jsonl")
+    real_execute, real_loader = eval_code.execute_programs, eval_code.load_model_and_tokenizer
+
+    def crash_after_one(programs, on_result=None, **kwargs):
+        on_result(0, real_execute(programs[:1], **kwargs)[0])
+        raise RuntimeError("simulated crash during execution")
+
+    monkeypatch.setattr(eval_code, "execute_programs", crash_after_one)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        eval_code.main(argv)
+    assert not output.exists()
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert sorted((r["task_id"], r["sample"]) for r in rows if r["kind"] == "reply") == [
+        ("HumanEval/0", 0), ("HumanEval/0", 1), ("HumanEval/1", 0), ("HumanEval/1", 1)
+    ]
+    assert sum(r["kind"] == "outcome" for r in rows) == 1
+    with cache.open("a") as f:
+        f.write('{"kind": "reply", "task_id": "HumanEval/0", "sam')  # a line cut short by a crash
+
+    # The rerun generates nothing (the model is never loaded) and executes only the three missing programs.
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although every reply is cached")
+
+    monkeypatch.setattr(eval_code, "execute_programs", real_execute)
+    monkeypatch.setattr(eval_code, "load_model_and_tokenizer", no_model)
+    resumed = eval_code.main(argv)
+    assert resumed["cache"]["replies_reused"] == 4 and resumed["cache"]["outcomes_reused"] == 1
+    assert json.loads(output.read_text())["pass_at_k"] == resumed["pass_at_k"]
+    assert resumed["is_prism_checkpoint"] is False and resumed["nfe"] >= 4
+    again = eval_code.main(argv)
+    assert again["cache"]["outcomes_reused"] == 4 and again["pass_at_k"] == resumed["pass_at_k"]
+    assert [o["reply"] for t in again["tasks"] for o in t["outcomes"]] == [o["reply"] for t in resumed["tasks"] for o in t["outcomes"]]
+    # other sampler settings make other replies: nothing is reused; --use_cache false neither reads nor writes
+    monkeypatch.setattr(eval_code, "load_model_and_tokenizer", real_loader)
+    lines = cache.read_text().count("\n")
+    fresh = eval_code.main([*argv, "--use_cache", "false", "--num_inference_steps", "8"])
+    assert fresh["cache"] == {"path": None, "replies_reused": 0, "outcomes_reused": 0}
+    assert cache.read_text().count("\n") == lines
+
