@@ -58,11 +58,6 @@ def test_train_text_runs_the_recipe_offline(trained):
     assert result.global_step == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PrismTrainer.compute_loss (src/prism_hf/trainer.py) does not pass proposal_top_p / share_proposal_draws "
-    "to prism_step yet; when it does, this passes and the marker must go.",
-)
 def test_the_trainer_passes_the_text_recipe_proposal_settings(trained, monkeypatch):
     import prism_hf.trainer as trainer_module
 

@@ -92,12 +92,6 @@ def test_for_model_reads_the_family_registry():
     assert batch["has_maskable"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PrismTrainer / MDMTrainer (src/prism_hf/trainer.py) build the default collator without "
-    "MaskedDiffusionCollator.for_model yet, so a Dream batch may mask position 0; when they use it, this passes and "
-    "the marker must go.",
-)
 def test_the_trainers_default_collator_never_masks_position_zero_for_dream(tmp_path):
     from prism_hf import PrismForMaskedDiffusion
     from prism_hf.testing import tiny_dream

@@ -853,6 +853,7 @@ def _backbone_from_config(
         raise ValueError("PrismConfig.backbone_config is empty; cannot rebuild the backbone.")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    config_kwargs.pop("low_cpu_mem_usage", None)  # diffusers' loader passes it; nothing to stream for an empty model
     unsupported = sorted(set(config_kwargs) - {"attn_implementation"})
     if unsupported:
         raise TypeError(

@@ -109,7 +109,8 @@ class MDMTrainer(Trainer):
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             _check_dataset_columns(name, dataset)
         if data_collator is None:
-            data_collator = MaskedDiffusionCollator(
+            data_collator = MaskedDiffusionCollator.for_model(  # never masks position 0 of a shifted family (Dream)
+                model,
                 pad_token_id=self._resolve_pad_token_id(model, processing_class),
                 max_length=self.max_length,
                 truncation=bool(getattr(args, "truncation", False)),
@@ -345,7 +346,7 @@ class PrismTrainer(MDMTrainer):
                 "trainer": "PrismTrainer",
                 **{name: getattr(args, name) for name in (
                     "num_update_tokens", "num_proposals", "mdm_loss_weight", "update_selection", "proposal_temperature",
-                    "mask_eps", "antithetic", "learning_rate", "head_learning_rate", "backbone_learning_rate",
+                    "proposal_top_p", "share_proposal_draws", "mask_eps", "antithetic", "learning_rate", "head_learning_rate", "backbone_learning_rate",
                 )},
                 "backbone_training": model.config.backbone_training,
             }
@@ -379,6 +380,8 @@ class PrismTrainer(MDMTrainer):
             mdm_loss_weight=args.mdm_loss_weight,
             update_selection=args.update_selection,
             proposal_temperature=args.proposal_temperature,
+            proposal_top_p=args.proposal_top_p,
+            share_proposal_draws=args.share_proposal_draws,
             eps=args.mask_eps,
             antithetic=args.antithetic,
             train_backbone=self.train_backbone,
