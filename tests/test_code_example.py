@@ -41,7 +41,7 @@ def test_defaults_are_the_llada_recipe():
 
 def test_yaml_config_matches_defaults_and_cli_overrides_it(tmp_path):
     model_args, _, args = train_code.parse_args(["--config", str(EXAMPLES / "configs" / "llada_code.yaml"), "--use_cpu", "true"])
-    assert model_args.trust_remote_code and model_args.lora_r == 256 and args.num_update_tokens == 8
+    assert not model_args.trust_remote_code and model_args.lora_r == 256 and args.num_update_tokens == 8
     _, _, args = train_code.parse_args(["--config", str(EXAMPLES / "configs" / "llada_code.yaml"), "--num_update_tokens", "4", "--use_cpu", "true"])
     assert args.num_update_tokens == 4
     bad = tmp_path / "bad.yaml"
