@@ -899,3 +899,46 @@ def test_signals_reach_only_the_program_and_its_children():
     result = _sandbox(timeout=5.0).run(program)
     assert result.status == "passed", result.stderr
     assert len(eval(result.stdout)) == 2
+
+
+def test_memory_cgroup_is_found_and_configured_for_v1_and_v2(tmp_path):
+    """The cgroup code on fake hierarchies (plain folders): which folder, which files, which counters. This host runs
+    cgroup v1, so the v2 branch is exercised here only through its paths and files, not by the kernel."""
+    from prism_hf.evaluation._sandbox_child import MemoryCgroup
+
+    def mount(fstype, point, super_options=()):
+        return {"root": "/", "mount_point": str(point), "options": ["rw"], "fstype": fstype, "super_options": list(super_options)}
+
+    proc = tmp_path / "cgroup"
+    v2 = tmp_path / "unified"
+    (v2 / "user.slice").mkdir(parents=True)
+    proc.write_text("0::/user.slice\n")
+    mounts = [mount("cgroup2", v2)]
+    with pytest.raises(OSError, match="cannot read .*cgroup.subtree_control"):
+        MemoryCgroup.locate(str(proc), mounts)
+    (v2 / "user.slice" / "cgroup.subtree_control").write_text("cpu pids\n")
+    with pytest.raises(OSError, match="memory controller is not enabled for sub-groups"):
+        MemoryCgroup.locate(str(proc), mounts)
+    (v2 / "user.slice" / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    located = MemoryCgroup.locate(str(proc), mounts)
+    assert located == (2, str(v2 / "user.slice"))
+    group = MemoryCgroup.create(64 * 2**20, located=located)
+    assert group.version == 2 and os.path.dirname(group.path) == str(v2 / "user.slice")
+    assert (Path(group.path) / "memory.max").read_text() == str(64 * 2**20)
+    assert (Path(group.path) / "memory.swap.max").read_text() == "0"
+    (Path(group.path) / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n")
+    assert group.oom_kills() == 2
+    assert "could not remove" in group.remove()  # a real cgroup folder empties itself; this one holds our files
+
+    v1 = tmp_path / "memory"
+    (v1 / "a" / "b").mkdir(parents=True)
+    proc.write_text("5:cpu,cpuacct:/a\n4:memory:/a/b\n0::/\n")
+    located = MemoryCgroup.locate(str(proc), [mount("cgroup2", v2), mount("cgroup", v1, ["rw", "memory"])])
+    assert located == (1, str(v1 / "a" / "b"))
+    group = MemoryCgroup.create(32 * 2**20, located=located)
+    assert (Path(group.path) / "memory.limit_in_bytes").read_text() == str(32 * 2**20)
+    (Path(group.path) / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    assert group.oom_kills() == 1
+    proc.write_text("4:memory:/a/b\n")
+    with pytest.raises(OSError, match="cgroup v1 memory hierarchy .* is not mounted"):
+        MemoryCgroup.locate(str(proc), [mount("cgroup2", v2)])

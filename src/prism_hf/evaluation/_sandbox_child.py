@@ -311,11 +311,14 @@ class MemoryCgroup:
         self.path, self.base, self.version = path, base, version
 
     @staticmethod
-    def locate():
-        """``(version, directory)`` of this process's memory cgroup; raises ``OSError`` saying why there is none."""
-        with open("/proc/self/cgroup") as f:
+    def locate(proc_cgroup="/proc/self/cgroup", mounts=None):
+        """``(version, directory)`` of this process's memory cgroup; raises ``OSError`` saying why there is none.
+
+        ``proc_cgroup`` and ``mounts`` (rows of :func:`_mountinfo`) default to this process's own.
+        """
+        with open(proc_cgroup) as f:
             lines = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
-        mounts = _mountinfo()
+        mounts = _mountinfo() if mounts is None else mounts
         for _, controllers, rel in lines:
             if "memory" in controllers.split(","):
                 for row in mounts:
@@ -343,8 +346,8 @@ class MemoryCgroup:
         raise OSError("no memory cgroup controller on this host")
 
     @classmethod
-    def create(cls, limit_bytes):
-        version, base = cls.locate()
+    def create(cls, limit_bytes, located=None):
+        version, base = located or cls.locate()
         path = os.path.join(base, f"prism-sandbox-{os.getpid()}-{os.urandom(4).hex()}")
         os.mkdir(path)  # PermissionError / read-only cgroupfs: reported by the caller as unavailable
         group = cls(path, base, version)
