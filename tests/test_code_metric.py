@@ -323,6 +323,13 @@ def test_an_early_exit_with_status_0_is_a_failure_that_says_why():
     assert result.status == "failed" and "SystemExit: 0" in result.stderr
 
 
+def test_writing_into_the_record_descriptor_fails_the_program():
+    # junk (or a flood: the supervisor keeps at most 64 bytes of it) before the runner's record spoils the record
+    for junk in ("b'D' + b'0' * 32", "b'x' * 4096 * 256"):
+        result = Sandbox(timeout=5.0).run(f"import os\nos.write(4, {junk})\n")
+        assert result.status == "failed" and "the completion record did not match" in result.stderr, result.stderr
+
+
 def test_the_completion_record_does_not_stop_a_program_written_against_this_runner():
     """The limit of the completion record, pinned (docs/code_eval.md, threat model): code in the program's own
     interpreter can do whatever the runner does after exec returns, so a program that knows this runner's protocol

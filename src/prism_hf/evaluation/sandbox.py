@@ -375,9 +375,11 @@ def _status(events: dict, hung: bool) -> tuple[str | None, str]:
         code = exit_event.get("code")
         if code == _MEMORY_EXIT_CODE:
             return "memory", ""
+        if "record" in exit_event:
+            return "failed", exit_event["record"]
         if code == 0:
             return "failed", "exited with status 0 before the end of the program: a program passes only by running to its end"
-        return "failed", exit_event.get("record", "")
+        return "failed", ""
     signum = exit_event.get("signal")
     if oom:
         return "memory", "killed by the memory cgroup (memory_limit_mb for the whole process tree)"
