@@ -144,6 +144,41 @@ class BackboneFamily:
         kwargs.update(self.extra_forward_kwargs)
         return kwargs
 
+    def window_inputs(
+        self, input_ids: torch.Tensor, key_padding_mask: Optional[torch.Tensor], cache: Any
+    ) -> Dict[str, Any]:
+        """Keyword arguments for a window forward against a block-decoding cache
+        ([`~prism_hf.models.cache.BlockKVCache`] with a window set): the window's tokens, their positions in the
+        sequence, and the padding mask of the whole cached sequence (the same layout for every family)."""
+        kwargs = {"input_ids": input_ids, "position_ids": cache.window, "cache": cache}
+        if key_padding_mask is not None:
+            kwargs["attention_mask"] = key_padding_mask
+        kwargs.update(self.extra_forward_kwargs)
+        return kwargs
+
+    def window_for(self, positions: torch.Tensor, seq_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The positions a window forward must compute so that its outputs describe the tokens at ``positions``.
+
+        A shifted family predicts token ``i`` at position ``i - 1``, so its window starts one position earlier.
+
+        Args:
+            positions (`torch.LongTensor` of shape `(batch_size, W)`): Consecutive positions per row (the tokens to
+                decide).
+            seq_len (`int`): Length of the whole sequence.
+
+        Returns:
+            ``(window, index)``: the positions to run, `(batch_size, W')`, and for each of ``positions`` the index into
+            the window's outputs that describes it, `(batch_size, W)` (position 0 of a shifted family reuses its own
+            output, as [`align`] does).
+        """
+        shift = int(self.logits_shift)
+        width = positions.shape[1]
+        window_len = min(width + shift, seq_len)
+        start = (positions[:, :1] - shift).clamp(min=0, max=seq_len - window_len)
+        window = start + torch.arange(window_len, device=positions.device)
+        index = (positions - shift - start).clamp(min=0)
+        return window, index
+
     def align(self, tensor: torch.Tensor) -> torch.Tensor:
         """Undo a one-position logit shift so that index ``i`` describes token ``i``.
 

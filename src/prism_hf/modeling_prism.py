@@ -262,6 +262,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         output_last_hidden_state: bool = False,
         output_logits: bool = True,
         return_dict: Optional[bool] = None,
+        cache: Any = None,
         **backbone_kwargs,
     ) -> Union[PrismModelOutput, tuple]:
         """Run the backbone once; return the posterior logits and the quality logits.
@@ -276,15 +277,32 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
                 returns ``logits=None``: only the quality is computed, without the vocabulary projection (the
                 second forward of a PRISM training step needs nothing else).
             return_dict (`bool`, *optional*): Return a [`PrismModelOutput`] (default) or a tuple.
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): A block-decoding cache, for backbones whose
+                ``supports_block_kv_cache`` is `True` (the native LLaDA and Dream ports). Without a window this forward
+                fills it. With a window (``cache.set_window(positions)``), ``input_ids`` are the tokens at those
+                positions, ``attention_mask`` is the padding mask of the whole cached sequence, and the outputs are the
+                backbone's own at the window's positions, *not* aligned for a shifted family: use
+                ``family.window_for`` to find the output that describes each token.
             backbone_kwargs: Passed on to the backbone's forward.
         """
         _validate_input_ids(input_ids)
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        window = None if cache is None else getattr(cache, "window", None)
+        if cache is not None and not getattr(self._raw_backbone(), "supports_block_kv_cache", False):
+            raise ValueError(
+                f"cache=: the {type(self._raw_backbone()).__name__} backbone has no block-decoding key/value cache (the "
+                "native LLaDA and Dream ports do); run it without one."
+            )
+        if window is None and attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(attention_mask.shape)}."
             )
         input_ids = input_ids.long()
-        inputs = self.family.backbone_inputs(input_ids, attention_mask)
+        if window is not None:
+            inputs = self.family.window_inputs(input_ids, attention_mask, cache)
+        else:
+            inputs = self.family.backbone_inputs(input_ids, attention_mask)
+            if cache is not None:
+                inputs["cache"] = cache
         inputs.update(backbone_kwargs)
         capture_module = self._hidden_state_module()
         outputs = None
@@ -310,9 +328,13 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             logits = getattr(outputs, self.family.logits_attr, None)
             if logits is None:
                 logits = outputs[0]
-            logits = self.family.align(logits)
-        hidden = self.family.align(hidden)
+            if window is None:
+                logits = self.family.align(logits)
+        if window is None:
+            hidden = self.family.align(hidden)
         head_param = next(self.quality_head.parameters())
+        if window is not None:
+            attention_mask = None  # the window holds no padding: it is the cached sequence's mask
         if attention_mask is not None:
             attention_mask = attention_mask.to(head_param.device)
         quality_logits = self.quality_head(hidden.to(device=head_param.device, dtype=head_param.dtype), attention_mask).float()

@@ -67,7 +67,13 @@ class PrismPipelineOutput(BaseOutput):
         texts (`List[str]`, *optional*): Decoded ``sequences`` when a tokenizer is present and ``output_type="text"``.
         history (`List[Dict[str, Any]]`, *optional*): With ``return_history=True``, one entry per step: ``block``,
             ``step``, ``sample`` (tokens after the step, `(B, L)`), ``unmasked``, ``remasked`` (`(B, L)` bool) and
-            ``quality`` (`(B, L)` quality of the tokens the step read, or `None`), all on CPU.
+            ``quality`` (`(B, L)` quality of the tokens the step read, NaN where a cached step read none, or `None`),
+            all on CPU.
+        nfe_per_row (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Forwards run while each row was still
+            being decoded (with early stopping, by EOS or by ``confidence_threshold`` / ``quality_threshold``, a row
+            finishes before the batch does); the final scoring forward included.
+        tokens_processed (`int`): Tokens fed to the model over all forwards (rows times positions, the unconditional
+            rows of guidance included). ``tokens_processed / nfe`` shows how much cheaper cached forwards are.
     """
 
     sequences: torch.LongTensor
@@ -76,6 +82,8 @@ class PrismPipelineOutput(BaseOutput):
     num_remasked: Optional[torch.LongTensor] = None
     texts: Optional[List[str]] = None
     history: Optional[List[Dict[str, Any]]] = None
+    nfe_per_row: Optional[torch.LongTensor] = None
+    tokens_processed: int = 0
 
 
 class PrismPipeline(DiffusionPipeline):
@@ -250,14 +258,27 @@ class PrismPipeline(DiffusionPipeline):
                     return value
         return None
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], quality_only: bool = False):
+    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], quality_only: bool = False,
+                 cache: Any = None):
         """One model forward; returns ``(logits, quality_logits or None)`` with position ``i`` describing token ``i``.
-        ``quality_only`` (PRISM models only) skips the vocabulary projection and returns ``logits=None``."""
+        ``quality_only`` (PRISM models only) skips the vocabulary projection and returns ``logits=None``. With a
+        ``cache`` whose window is set, ``input_ids`` are the window's tokens, ``attention_mask`` is the padding mask of
+        the whole sequence, and the outputs are the window's, unaligned (see ``BackboneFamily.window_for``)."""
         if self.has_quality_head:
             extra = {"output_logits": False} if quality_only else {}
+            if cache is not None:
+                extra["cache"] = cache
             output = self.model(input_ids, attention_mask=attention_mask, **extra)
             return output.logits, output.quality_logits
         family = self._plain_family()
+        if cache is not None:
+            window = cache.window is not None
+            inputs = family.window_inputs(input_ids, attention_mask, cache) if window else {
+                **family.backbone_inputs(input_ids, attention_mask), "cache": cache}
+            output = self.model(**inputs)
+            logits = getattr(output, family.logits_attr, None)
+            logits = output[0] if logits is None else logits
+            return (logits if window else family.align(logits)), None
         if family is None:
             inputs = {"input_ids": input_ids}
             if attention_mask is not None:
@@ -271,23 +292,51 @@ class PrismPipeline(DiffusionPipeline):
             logits = output[0]
         return family.align(logits), getattr(output, "quality_logits", None)
 
-    def _sampling_forward(self, x, attention_mask, condition, mask_id: int, cfg_scale: float):
-        """The forward of one sampling step: ``(logits, quality_logits or None, forwards run)``.
+    def _sampling_forward(self, x, attention_mask, condition, mask_id: int, cfg_scale: float, cache: Any = None,
+                          window: Optional[torch.Tensor] = None):
+        """The forward of one sampling step: ``(logits, quality_logits or None, forwards run, tokens processed)``.
+
+        With a ``cache`` (kv_cache "prefix" / "dual"), ``window=None`` runs the whole sequence and refills the cache;
+        a ``window`` `(B, W)` of positions runs only those tokens against the cached rest, and the outputs are the
+        window's (unaligned).
 
         With ``cfg_scale > 0`` this is LLaDA's classifier-free guidance: the unconditional input is ``x`` with every
         condition position (prompt, given tokens) masked, both run as one forward of ``2B`` rows, and the logits are
         ``uncond + (cfg_scale + 1) * (cond - uncond)`` (float32). That forward counts twice in the NFE (it costs two).
         The quality logits are those of the conditional input.
         """
+        inputs = x
+        if cfg_scale > 0:
+            inputs = torch.cat([x, x.masked_fill(condition, mask_id)])  # the unconditional rows: prompt masked
+            attention_mask = None if attention_mask is None else attention_mask.repeat(2, 1)
+            window = None if window is None else window.repeat(2, 1)
+        if window is not None:
+            inputs = inputs.gather(1, window)
+        if cache is not None:
+            cache.set_window(window)  # None: this forward runs the whole sequence and fills the cache
+        logits, quality_logits = self._forward(inputs, attention_mask, cache=cache)
         if cfg_scale <= 0:
-            logits, quality_logits = self._forward(x, attention_mask)
-            return logits, quality_logits, 1
-        unconditional = x.masked_fill(condition, mask_id)
-        both_attention = None if attention_mask is None else attention_mask.repeat(2, 1)
-        logits, quality_logits = self._forward(torch.cat([x, unconditional]), both_attention)
+            return logits, quality_logits, 1, inputs.numel()
         cond, uncond = logits.float().chunk(2)
         guided = uncond + (cfg_scale + 1.0) * (cond - uncond)
-        return guided, None if quality_logits is None else quality_logits[: x.shape[0]], 2
+        return guided, None if quality_logits is None else quality_logits[: x.shape[0]], 2, inputs.numel()
+
+    def _block_cache(self):
+        """A [`~prism_hf.models.cache.BlockKVCache`] for ``kv_cache`` "prefix" / "dual", or `None` for "none"; a clear
+        error when the backbone has no cache."""
+        mode = self.scheduler.config.kv_cache
+        if mode == "none":
+            return None
+        raw = self.model._raw_backbone() if self.has_quality_head else self.model
+        if not getattr(raw, "supports_block_kv_cache", False) or self._family() is None:
+            raise ValueError(
+                f"kv_cache={mode!r}, but the {type(raw).__name__} backbone has no block-decoding key/value cache (the "
+                "native LLaDA and Dream ports have one; BERT-style models and MDLM do not). Use kv_cache='none' "
+                "(PrismScheduler.from_config(pipe.scheduler.config, kv_cache='none'))."
+            )
+        from .models.cache import BlockKVCache
+
+        return BlockKVCache()
 
     # ----- inputs --------------------------------------------------------------------------------------------
     def _encode_prompts(self, prompt, messages, input_ids, attention_mask, chat_template_kwargs) -> List[torch.Tensor]:
@@ -628,12 +677,15 @@ class PrismPipeline(DiffusionPipeline):
         total_steps = sum(block_steps) + num_blocks * scheduler.num_loop_steps
 
         # ----- sample -----
+        cache = self._block_cache()
         token_confidence = torch.zeros(x.shape, device=device)
         num_remasked = torch.zeros(batch_size, dtype=torch.long, device=device)
         finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        row_nfe = torch.zeros(batch_size, dtype=torch.long, device=device)
         use_eos = eos_early_stop and eos_token_id is not None
         history: Optional[List[Dict[str, Any]]] = [] if return_history else None
         nfe = 0
+        tokens_processed = 0
         global_step = 0
         progress_config = dict(getattr(self, "_progress_bar_config", {}) or {})
         if show_progress is not None:
@@ -642,35 +694,65 @@ class PrismPipeline(DiffusionPipeline):
         stopped = False
         for block in range(num_blocks):
             scheduler.set_timesteps(block_steps[block], device=device)
+            block_mask = generated & (block_of == block)
             # The step only reads the columns that hold this block in some row (a view, no copy): the prompt
             # and later blocks cost the sampler nothing.
             lo = block * block_length + min(lengths) * (not infill)
             hi = (block + 1) * block_length + max(lengths) * (not infill)
-            in_block = (generated & (block_of == block))[:, lo:hi]
+            columns = _ColumnView(lo, hi)
+            window_view = model_window = out_index = None
+            if cache is not None:
+                # Later steps of the block read the tokens of the block (dual) or of the block and what follows
+                # (prefix), at their own positions in each row; the model runs the window that predicts them.
+                width = block_length if scheduler.config.kv_cache == "dual" else gen_total - block * block_length
+                starts = lengths_t.to(device) * (not infill) + block * block_length
+                token_positions = starts[:, None] + torch.arange(width, device=device)
+                window_view = _GatherView(token_positions)
+                model_window, out_index = family.window_for(token_positions, seq_len)
+            block_done = torch.zeros(batch_size, dtype=torch.bool, device=device)
             for timestep in range(len(scheduler.timesteps)):
-                fixed_mask = ~in_block | finished[:, None] if use_eos else ~in_block
-                logits, quality_logits, forwards = self._sampling_forward(x, model_attention, condition, mask_id, cfg_scale)
+                view = columns if window_view is None or timestep == 0 else window_view
+                frozen = block_done | finished if use_eos else block_done
+                logits, quality_logits, forwards, tokens = self._sampling_forward(
+                    x, model_attention, condition, mask_id, cfg_scale, cache=cache,
+                    window=None if view is columns else model_window,
+                )
                 nfe += forwards
+                tokens_processed += tokens
+                row_nfe += forwards * (~frozen).long()
+                if view is columns:
+                    logits, quality_logits = view.read(logits), None if quality_logits is None else view.read(quality_logits)
+                else:  # the window's outputs that describe its tokens (one position earlier for a shifted family)
+                    logits = logits.gather(1, out_index[..., None].expand(-1, -1, logits.shape[-1]))
+                    quality_logits = None if quality_logits is None else quality_logits.gather(1, out_index)
+                current, in_block = view.read(x), view.read(block_mask)
+                if scheduler.config.quality_threshold is not None:
+                    # The forward just run scored the current tokens: a row whose block is full and good enough is done.
+                    block_done |= scheduler.blocks_done(current, in_block, mask_id, quality_logits)
+                    frozen = block_done | finished if use_eos else block_done
+                    if bool(frozen.all()):
+                        progress.update(len(scheduler.timesteps) - timestep)
+                        break
                 step_output = scheduler.step(
-                    logits[:, lo:hi],
+                    logits,
                     timestep,
-                    x[:, lo:hi],
+                    current,
                     mask_token_id=mask_id,
-                    quality_logits=None if quality_logits is None else quality_logits[:, lo:hi],
-                    fixed_mask=fixed_mask,
-                    token_confidence=token_confidence[:, lo:hi],
+                    quality_logits=quality_logits,
+                    fixed_mask=~in_block | frozen[:, None],
+                    token_confidence=view.read(token_confidence),
                     generator=generator,
                 )
-                sample = x.clone()
-                sample[:, lo:hi] = step_output.prev_sample
-                token_confidence[:, lo:hi] = step_output.token_confidence
+                sample = view.write(x, step_output.prev_sample)
+                token_confidence = view.write(token_confidence, step_output.token_confidence)
                 num_remasked += step_output.num_remasked
                 if history is not None or callback_on_step_end is not None:
-                    unmasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
-                    remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
-                    unmasked[:, lo:hi] = step_output.unmasked
-                    remasked[:, lo:hi] = step_output.remasked
+                    unmasked = view.write(torch.zeros(x.shape, dtype=torch.bool, device=device), step_output.unmasked)
+                    remasked = view.write(torch.zeros(x.shape, dtype=torch.bool, device=device), step_output.remasked)
                 if history is not None:
+                    step_quality = None
+                    if quality_logits is not None:
+                        step_quality = view.write(torch.full(x.shape, float("nan"), device=device), torch.sigmoid(quality_logits.float()))
                     history.append(
                         {
                             "block": block,
@@ -678,7 +760,7 @@ class PrismPipeline(DiffusionPipeline):
                             "sample": sample.cpu(),
                             "unmasked": unmasked.cpu(),
                             "remasked": remasked.cpu(),
-                            "quality": None if quality_logits is None else torch.sigmoid(quality_logits.float()).cpu(),
+                            "quality": None if step_quality is None else step_quality.cpu(),
                         }
                     )
                 if callback_on_step_end is not None:
@@ -697,6 +779,11 @@ class PrismPipeline(DiffusionPipeline):
                     if bool(finished.all()):
                         stopped = True
                         break
+                if scheduler.is_adaptive and scheduler.config.quality_threshold is None:
+                    block_done |= ~((x == mask_id) & block_mask).any(-1)  # parallel decoding: a full block is done
+                    if bool((block_done | finished).all()):
+                        progress.update(len(scheduler.timesteps) - timestep - 1)
+                        break
             if stopped:
                 break
         progress.close()
@@ -707,6 +794,8 @@ class PrismPipeline(DiffusionPipeline):
         if return_quality and self.has_quality_head:
             _, final_quality_logits = self._forward(x, model_attention, quality_only=True)
             nfe += 1
+            tokens_processed += x.numel()
+            row_nfe += 1
             quality = torch.sigmoid(final_quality_logits.float())
 
         # ----- outputs -----
@@ -723,7 +812,8 @@ class PrismPipeline(DiffusionPipeline):
         if not return_dict:
             return sequences, quality, nfe, num_remasked, texts
         return PrismPipelineOutput(
-            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history
+            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history,
+            nfe_per_row=row_nfe, tokens_processed=tokens_processed,
         )
 
     # ----- helpers -------------------------------------------------------------------------------------------
@@ -734,17 +824,20 @@ class PrismPipeline(DiffusionPipeline):
         for row, length in enumerate(lengths):
             groups.setdefault(length, []).append(row)
         batch_size, gen_length = len(prompts), call_kwargs["gen_length"]
-        sequences = quality = num_remasked = None
+        sequences = quality = num_remasked = nfe_per_row = None
         history: Optional[List[Dict[str, Any]]] = [] if call_kwargs["return_history"] else None
-        nfe = 0
+        nfe = tokens_processed = 0
         for rows in groups.values():
             out = self(input_ids=torch.stack([prompts[i] for i in rows]), output_type="seq", return_dict=True, **call_kwargs)
             index = torch.tensor(rows, device=out.sequences.device)
             if sequences is None:
                 sequences = out.sequences.new_zeros((batch_size, gen_length))
                 num_remasked = out.num_remasked.new_zeros(batch_size)
+                nfe_per_row = out.nfe_per_row.new_zeros(batch_size)
             sequences[index] = out.sequences
             num_remasked[index] = out.num_remasked
+            nfe_per_row[index] = out.nfe_per_row
+            tokens_processed += out.tokens_processed
             if out.quality is not None:
                 quality = out.quality.new_zeros((batch_size, gen_length)) if quality is None else quality
                 quality[index] = out.quality
@@ -757,7 +850,8 @@ class PrismPipeline(DiffusionPipeline):
         if not return_dict:
             return sequences, quality, nfe, num_remasked, texts
         return PrismPipelineOutput(
-            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history
+            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history,
+            nfe_per_row=nfe_per_row, tokens_processed=tokens_processed,
         )
 
     def _check_remask_counts(self, block_length: int) -> None:
@@ -816,3 +910,31 @@ def _load_model_component(model_dir: Path, entry: Optional[List[Optional[str]]],
             auto_name = "AutoModel"
         model_cls = getattr(transformers, auto_name)
     return model_cls.from_pretrained(model_dir, **model_kwargs)
+
+
+class _ColumnView:
+    """A step's view of the sequence: the columns ``lo:hi`` (uncached steps, and the first step of a cached block)."""
+
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = lo, hi
+
+    def read(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, self.lo : self.hi]
+
+    def write(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        out = full.clone()
+        out[:, self.lo : self.hi] = part
+        return out
+
+
+class _GatherView:
+    """A step's view of the sequence: given positions per row, `(B, W)` (cached steps, rows of different lengths)."""
+
+    def __init__(self, positions: torch.Tensor):
+        self.positions = positions
+
+    def read(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.gather(1, self.positions)
+
+    def write(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        return full.scatter(1, self.positions, part.to(full.dtype))

@@ -43,7 +43,10 @@ from .remasking import (
 )
 from .unmasking import get_unmasking_rule
 
-__all__ = ["PrismScheduler", "PrismSchedulerOutput", "top_p_filter", "TOP_P_MODES", "UNMASK_SCHEDULES", "CONFIDENCE_SOURCES"]
+__all__ = [
+    "PrismScheduler", "PrismSchedulerOutput", "top_p_filter", "TOP_P_MODES", "UNMASK_SCHEDULES", "CONFIDENCE_SOURCES",
+    "KV_CACHE_MODES",
+]
 
 # Vocabularies up to this size take the short-row sampling path (see `PrismScheduler.sample_tokens`).
 _SHORT_VOCAB = 64
@@ -54,6 +57,8 @@ TOP_P_MODES = ("transformers", "mdlm")
 UNMASK_SCHEDULES = ("ceil", "llada")
 #: ``confidence_source`` values: which distribution the unmasking scores and ``token_confidence`` read.
 CONFIDENCE_SOURCES = ("model", "sampling")
+#: ``kv_cache`` values: how the pipeline reuses keys and values within a block (see `docs/sampling.md`).
+KV_CACHE_MODES = ("none", "prefix", "dual")
 
 
 def top_p_filter(logits: torch.Tensor, top_p: Optional[float], mode: str = "transformers") -> torch.Tensor:
@@ -144,6 +149,11 @@ class _StepPlan:
     clean_fraction: Tuple[int, int]  # count and vanilla rules: clean fraction after the step, (k + 1) / S exactly
 
 
+def _logit(p: float) -> float:
+    """``log(p / (1 - p))``; ``p = 1`` maps to ``+inf`` (no finite logit reaches it)."""
+    return math.inf if p >= 1.0 else math.log(p / (1.0 - p))
+
+
 def _top_per_row(scores: torch.Tensor, counts: torch.Tensor, descending: bool) -> torch.Tensor:
     """Boolean mask of the ``counts[b]`` best entries of each row of ``scores`` (ineligible entries must already
     carry -inf / +inf so they sort last)."""
@@ -203,6 +213,21 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             Default block length for the pipeline (semi-autoregressive blocks); `None` is one block.
         remdm_t_on (`float`, defaults to 0.55), remdm_t_off (`float`, defaults to 0.05),
         remdm_alpha_on (`float`, defaults to 0.9): The ReMDM-loop phases (time runs from 1 to 0).
+        kv_cache (`str`, defaults to `"none"`): Key/value caching of block decoding, for backbones that support it
+            (the native LLaDA and Dream ports). `"none"`: every step runs the whole sequence (exact). `"prefix"`: at
+            each block's first step the whole sequence runs and fills the cache; later steps run only the block and
+            the positions after it, against the cached keys and values of the prompt and finished blocks. `"dual"`:
+            later steps run only the block, against the cached keys and values of everything else (prefix and
+            suffix). Both are approximations once tokens change (Fast-dLLM's); see `docs/sampling.md`.
+        confidence_threshold (`float`, *optional*): Parallel decoding (Fast-dLLM's rule), in ``(0, 1]``: a step
+            unmasks every masked token of the block whose confidence (probability of its drawn token) is at least
+            this, and at least one; a block ends as soon as it has no mask left, so blocks may take fewer steps
+            than planned (``num_inference_steps`` per block is then a maximum). `None`: the planned count schedule.
+        quality_threshold (`float`, *optional*): Quality-guided decoding, in ``(0, 1]``, needs `remasking="prism"`:
+            a block ends when it has no mask left and every one of its tokens has quality
+            ``sigmoid(quality_logits)`` at least this, instead of after a fixed number of steps; until then each
+            step remasks (at most ``num_remask``, lowest quality first) the tokens below it and redoes them. The
+            planned steps (plus ``prism_loop_steps``) are the maximum per block; the last one fills every mask.
     """
 
     order = 1
@@ -229,6 +254,9 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         top_p_mode: str = "transformers",
         confidence_source: str = "model",
         unmask_schedule: str = "ceil",
+        kv_cache: str = "none",
+        confidence_threshold: Optional[float] = None,
+        quality_threshold: Optional[float] = None,
     ):
         self.unmasking_rule = get_unmasking_rule(unmasking)
         self.remasking_rule = get_remasking_rule(remasking)
@@ -264,6 +292,21 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"remdm_t_off={remdm_t_off!r}, remdm_t_on={remdm_t_on!r}: need 0 <= t_off <= t_on <= 1.")
         if not 0.0 <= remdm_alpha_on < 1.0:
             raise ValueError(f"remdm_alpha_on={remdm_alpha_on!r} must be in [0, 1).")
+        _check_choice("kv_cache", kv_cache, KV_CACHE_MODES)
+        for name, value in (("confidence_threshold", confidence_threshold), ("quality_threshold", quality_threshold)):
+            if value is not None and not (_is_real(value) and 0.0 < value <= 1.0):
+                raise ValueError(f"{name}={value!r} is not valid; it must be None (off) or a number in (0, 1].")
+        if confidence_threshold is not None and self.remasking_rule.kind == "probability":
+            raise ValueError(
+                f"confidence_threshold={confidence_threshold!r} sets the unmask count from the confidences, while "
+                f"remasking={remasking!r} draws it from ReMDM's schedule; use a count rule ('none', 'prism', 'random', "
+                "'confidence') with a threshold."
+            )
+        if quality_threshold is not None and not self.remasking_rule.needs_quality:
+            raise ValueError(
+                f"quality_threshold={quality_threshold!r} needs the quality head: use remasking='prism' (got "
+                f"remasking={remasking!r})."
+            )
         #: Compute the posterior only at masked positions (`None`: on CPU only; see `step`). Not a config field: it
         #: changes speed, not results (except for how random numbers are consumed).
         self.compact_masked_positions: Optional[bool] = None
@@ -280,6 +323,35 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(self.remasking_rule, ProbabilityRemaskingRule):
             return self.remasking_rule.default_eta
         return 0.01
+
+    @property
+    def is_adaptive(self) -> bool:
+        """Whether blocks may end before their planned steps (``confidence_threshold`` or ``quality_threshold``)."""
+        return self.config.confidence_threshold is not None or self.config.quality_threshold is not None
+
+    def blocks_done(self, sample: torch.LongTensor, in_block: torch.BoolTensor, mask_token_id: int,
+                    quality_logits: Optional[torch.Tensor] = None) -> torch.BoolTensor:
+        """Rows whose block is finished: no mask left in it and, with ``quality_threshold``, every one of its tokens
+        at or above the threshold (compared on the logit scale, so saturated probabilities never tie).
+
+        Args:
+            sample (`torch.LongTensor` of shape `(batch_size, length)`): Current tokens.
+            in_block (`torch.BoolTensor` of shape `(batch_size, length)`): The positions of the block being decoded.
+            mask_token_id (`int`): The mask id.
+            quality_logits (`torch.Tensor` of shape `(batch_size, length)`, *optional*): The quality of ``sample``
+                (needed with ``quality_threshold``).
+
+        Returns:
+            `torch.BoolTensor` of shape `(batch_size,)`.
+        """
+        done = ~((sample == mask_token_id) & in_block).any(-1)
+        threshold = self.config.quality_threshold
+        if threshold is not None:
+            if quality_logits is None:
+                raise ValueError("quality_threshold needs quality_logits of the current tokens.")
+            low = (quality_logits.float() < _logit(threshold)) & in_block
+            done = done & ~low.any(-1)
+        return done
 
     @property
     def num_loop_steps(self) -> int:
@@ -509,9 +581,15 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         remasked = None
         token_sigma = None
         num_remasked = torch.zeros_like(num_masked)
+        cfg = self.config
         wants_remask = (rule.kind == "count" and (plan.remask_planned or plan.loop_count)) or (
             rule.kind == "probability" and plan.sigma > 0.0
         )
+        below_quality = None
+        if cfg.quality_threshold is not None:
+            # Quality-guided: remask what falls below the threshold, whatever the count schedule says.
+            below_quality = clean & (quality_logits.float() < _logit(cfg.quality_threshold))
+            wants_remask = True
         clean_target = None
         if rule.kind != "probability":
             clean_target = self._clean_target(num_generated, plan)
@@ -529,7 +607,12 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                 alpha_s=plan.alpha_s,
                 generator=generator,
             )
-            if rule.kind == "count":
+            if below_quality is not None:
+                counts = torch.minimum(below_quality.sum(-1), torch.full_like(num_clean, cfg.num_remask))
+                counts = torch.minimum(counts, num_clean - 1).clamp(min=0)
+                scores = rule.score(context).float().masked_fill(~below_quality, float("inf"))
+                remasked = _top_per_row(scores, counts, descending=False)
+            elif rule.kind == "count":
                 if plan.loop_count is not None:
                     counts = torch.full_like(num_clean, plan.loop_count)
                 else:
@@ -538,7 +621,8 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                 # empties the block it is correcting; the public text sampler even skips a step with r or fewer clean
                 # tokens), and only as many as stay masked after this step, so every remasked token can be refilled
                 # by a later step.
-                counts = torch.minimum(counts, torch.minimum(num_clean - 1, num_generated - clean_target)).clamp(min=0)
+                room = num_generated - clean_target if cfg.confidence_threshold is None else num_generated
+                counts = torch.minimum(counts, torch.minimum(num_clean - 1, room)).clamp(min=0)
                 scores = rule.score(context).float().masked_fill(~clean, float("inf"))
                 remasked = _top_per_row(scores, counts, descending=False)
             else:
@@ -561,6 +645,10 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             else:
                 prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
             num_unmask = torch.binomial(num_masked.float(), prob, generator=generator).long()
+        elif cfg.confidence_threshold is not None:
+            # Fast-dLLM's parallel decoding: every mask whose drawn token is confident enough, and at least one.
+            confident = (masked & (token_prob >= cfg.confidence_threshold)).sum(-1)
+            num_unmask = torch.minimum(confident.clamp(min=1), num_masked)
         else:
             num_unmask = (clean_target - num_clean + num_remasked).clamp(min=0)
             num_unmask = torch.minimum(num_unmask, num_masked)
