@@ -102,3 +102,14 @@ def test_console_script_entry_point_is_installed():
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("prism-hf") == "prism_hf.cli:main"
+
+
+def test_sudoku_bad_input_through_the_prism_hf_entry_point(tmp_path, capsys):
+    # A task command's bad input is a clear one-line error with exit status 2 through `prism-hf`, before any work.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["sudoku", "demo", "--recipe", "tiny", "--output-dir", str(tmp_path / "run"), "--num-threads", "-1"])
+    assert exit_info.value.code == 2
+    assert "--num-threads -1 is not valid" in capsys.readouterr().err
+    assert cli.main(["sudoku", "demo", "--recipe", "tiny", "--output-dir", str(tmp_path / "run"), "--num-eval-puzzles", "0"]) == 2
+    assert "error: num_eval_puzzles=0 is not valid; use an int >= 1." in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
