@@ -225,3 +225,19 @@ def test_block_length_must_still_divide_gen_length_with_a_cache():
     pipe = _pipe(_prism("llada"), remasking="none", kv_cache="dual")
     with pytest.raises(ValueError, match="block_length=5 must be a positive divisor of gen_length"):
         pipe(input_ids=torch.tensor([[1, 2]]), gen_length=16, block_length=5, num_inference_steps=4)
+
+
+def test_quality_guided_refinement_remasks_only_after_the_schedule_and_ends_rows_early():
+    """The schedule runs as PRISM's (here: no remasking planned); then refinement steps remask what the head scores
+    below the threshold. A head that likes every token ends every row at the first forward after the schedule."""
+    model = _prism("llada", sharpen=30.0)
+    kwargs = dict(input_ids=torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]]), gen_length=8, num_inference_steps=4,
+                  return_history=True, return_quality=False)
+    common = dict(remasking="prism", num_remask=1, step_on=1.0, step_off=1.0, prism_loop_steps=4, quality_threshold=0.5)
+    low = _pipe(_scored(model, -50.0), **common)(**kwargs)
+    assert [int(step["remasked"].sum()) for step in low.history[:4]] == [0, 0, 0, 0]  # schedule: nothing remasked
+    assert all(int(step["remasked"].sum()) == 2 for step in low.history[4:-1])  # refinement: one per row per step
+    assert low.nfe == 8 and low.nfe_per_row.tolist() == [8, 8] and not (low.sequences == MASK).any()
+    high = _pipe(_scored(model, 50.0), **common)(**kwargs)
+    assert high.nfe == 4 + 1 and high.nfe_per_row.tolist() == [5, 5]  # the 5th forward finds both rows good enough
+    assert len(high.history) == 4

@@ -224,10 +224,11 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             this, and at least one; a block ends as soon as it has no mask left, so blocks may take fewer steps
             than planned (``num_inference_steps`` per block is then a maximum). `None`: the planned count schedule.
         quality_threshold (`float`, *optional*): Quality-guided decoding, in ``(0, 1]``, needs `remasking="prism"`:
-            a block ends when it has no mask left and every one of its tokens has quality
-            ``sigmoid(quality_logits)`` at least this, instead of after a fixed number of steps; until then each
-            step remasks (at most ``num_remask``, lowest quality first) the tokens below it and redoes them. The
-            planned steps (plus ``prism_loop_steps``) are the maximum per block; the last one fills every mask.
+            a block ends at the first forward that finds it with no mask left and every one of its tokens at quality
+            ``sigmoid(quality_logits)`` at least this, instead of after a fixed number of steps. The schedule's
+            steps run as PRISM's do (and fill the block at their end); then up to ``prism_loop_steps`` refinement
+            steps each remask (at most ``num_remask``, lowest quality first) the tokens below the threshold and
+            refill the previous step's. The last allowed step fills every mask.
     """
 
     order = 1
@@ -381,7 +382,9 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         for k in range(steps + loop):
             alpha_t = alphas[min(k, steps)]
             alpha_s = alphas[min(k + 1, steps)]
-            hold = loop > 0 and steps - 1 <= k < steps + loop - 1
+            # PRISM-loop holds num_remask tokens back for its remasks; quality-guided refinement fills the block at the
+            # schedule's end instead, so that a block can be found finished there.
+            hold = loop > 0 and steps - 1 <= k < steps + loop - 1 and cfg.quality_threshold is None
             sigma = rule.sigma(k, steps, alpha_t, alpha_s, eta, cfg) if isinstance(rule, ProbabilityRemaskingRule) else 0.0
             plan.append(
                 _StepPlan(
@@ -586,8 +589,8 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             rule.kind == "probability" and plan.sigma > 0.0
         )
         below_quality = None
-        if cfg.quality_threshold is not None:
-            # Quality-guided: remask what falls below the threshold, whatever the count schedule says.
+        if cfg.quality_threshold is not None and step_index >= self.num_inference_steps:
+            # Quality-guided refinement (after the schedule): remask what falls below the threshold.
             below_quality = clean & (quality_logits.float() < _logit(cfg.quality_threshold))
             wants_remask = True
         clean_target = None
@@ -645,15 +648,18 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             else:
                 prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
             num_unmask = torch.binomial(num_masked.float(), prob, generator=generator).long()
-        elif cfg.confidence_threshold is not None:
-            # Fast-dLLM's parallel decoding: every mask whose drawn token is confident enough, and at least one.
-            confident = (masked & (token_prob >= cfg.confidence_threshold)).sum(-1)
-            num_unmask = torch.minimum(confident.clamp(min=1), num_masked)
         else:
             num_unmask = (clean_target - num_clean + num_remasked).clamp(min=0)
             num_unmask = torch.minimum(num_unmask, num_masked)
 
-        unmasked = _top_per_row(unmask_scores, num_unmask, descending=True) & masked
+        if cfg.confidence_threshold is not None and not is_last:
+            # Fast-dLLM's parallel decoding: every mask whose drawn token is confident enough and, in a row with none,
+            # the one the unmasking rule ranks first.
+            unmasked = masked & (token_prob >= cfg.confidence_threshold)
+            fallback = _top_per_row(unmask_scores, (~unmasked.any(-1) & (num_masked > 0)).long(), descending=True)
+            unmasked = unmasked | (fallback & masked)
+        else:
+            unmasked = _top_per_row(unmask_scores, num_unmask, descending=True) & masked
 
         prev_sample = torch.where(unmasked, sampled, sample)
         token_confidence = torch.where(unmasked, token_prob, token_confidence)
