@@ -3,7 +3,7 @@
 PRISM on LLaDA-8B-Instruct, HumanEval, the LLaDA block settings (8 GPUs, data parallel):
 
     accelerate launch --num_processes 8 examples/eval_code.py --checkpoint runs/prism-llada-code \\
-        --trust_remote_code --benchmark humaneval --gen_length 512 --block_length 64 --num_inference_steps 256 \\
+        --benchmark humaneval --gen_length 512 --block_length 64 --num_inference_steps 256 \\
         --remasking prism --remask_schedule budget --remask_budget 12 --output results/humaneval_prism_256.json
 
 A baseline on the same backbone: ``--checkpoint GSAI-ML/LLaDA-8B-Instruct --remasking remdm_conf`` (any rule that
@@ -53,7 +53,11 @@ class EvalArguments:
     output: str = field(default="results/code_eval.json", metadata={"help": "Results JSON path (checked before any work)."})
     use_cache: bool = field(default=True, metadata={"help": "Append finished replies and outcomes to a cache and reuse them on a rerun."})
     cache_path: Optional[str] = field(default=None, metadata={"help": "The cache (JSON lines); default: <output>.cache.jsonl."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Needed for LLaDA / Dream backbones."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Only for a backbone or tokenizer without a native implementation in prism_hf (LLaDA, Dream "
+                          "and MDLM load with prism_hf.models and never need it). Never turned on for you."},
+    )
     tokenizer: Optional[str] = field(default=None, metadata={"help": "Tokenizer; default: the checkpoint, else its backbone."})
     dtype: str = field(default="bfloat16", metadata={"help": "bfloat16, float16, float32 or auto.", "choices": list(DTYPES)})
     benchmark: str = field(default="humaneval", metadata={"help": "humaneval or mbpp.", "choices": list(BENCHMARKS)})
@@ -74,6 +78,11 @@ class EvalArguments:
     step_off: float = field(default=1.0, metadata={"help": "Remasking window end."})
     prism_loop_steps: int = field(default=0, metadata={"help": "PRISM-loop steps per block."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy."})
+    kv_cache: str = field(default="none", metadata={"help": "Key/value cache of block decoding: none, prefix or dual."})
+    confidence_threshold: Optional[float] = field(
+        default=None, metadata={"help": "Parallel decoding: unmask every token at least this confident (0-1]."})
+    quality_threshold: Optional[float] = field(
+        default=None, metadata={"help": "Quality-guided decoding (remasking prism): a block ends when every token's quality reaches this."})
     gen_length: int = field(default=512, metadata={"help": "Generated tokens."})
     block_length: int = field(default=64, metadata={"help": "Semi-autoregressive block length (LLaDA: 64)."})
     num_inference_steps: Optional[int] = field(default=None, metadata={"help": "Steps; default gen_length / 2 (2 tokens per step)."})
@@ -295,6 +304,9 @@ def make_scheduler(args: EvalArguments) -> PrismScheduler:
         prism_loop_steps=args.prism_loop_steps,
         temperature=args.temperature,
         block_length=args.block_length,
+        kv_cache=args.kv_cache,
+        confidence_threshold=args.confidence_threshold,
+        quality_threshold=args.quality_threshold,
     )
 
 
