@@ -97,6 +97,10 @@ def test_dtype_is_recorded_and_restored(hub_folder, tmp_path):
         x = _ids(model.config.vocab_size)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x).quality_logits, model.eval()(x).quality_logits, rtol=0, atol=0)
+        from transformers import AutoModel
+
+        auto = AutoModel.from_pretrained(tmp_path / name)  # the Auto class takes the same path
+        assert type(auto) is PrismForMaskedDiffusion and {p.dtype for p in auto.backbone.parameters()} == {dtype}
         # An explicit dtype still wins.
         cast = PrismForMaskedDiffusion.from_pretrained(tmp_path / name, dtype="float32")
         assert next(cast.backbone.parameters()).dtype == torch.float32
