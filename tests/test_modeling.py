@@ -564,3 +564,48 @@ def test_quality_only_forward_stops_before_the_vocabulary_projection(name):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     # The model is left in a clean state: the next full forward gives logits again.
     assert model(ids).logits is not None
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("zero_weights", r"model.safetensors' is not a readable safetensors file .*damaged or incomplete \(0 bytes\)"),
+        ("truncated_weights", r"is not a readable safetensors file .*damaged or incomplete"),
+        ("missing_weights", r"model.safetensors' is missing"),
+        ("garbage_config", r"config.json is not valid JSON .*damaged"),
+        ("empty_config", r"config.json is not valid JSON"),
+    ],
+)
+def test_damaged_checkpoints_are_clear_errors(tmp_path, damage, message):
+    model = _wrap("llada")
+    model.save_pretrained(tmp_path)
+    weights, config = tmp_path / "model.safetensors", tmp_path / "config.json"
+    if damage == "zero_weights":
+        weights.write_bytes(b"")
+    elif damage == "truncated_weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "missing_weights":
+        weights.unlink()
+    elif damage == "garbage_config":
+        config.write_text("{not json")
+    else:
+        config.write_text("")
+    with pytest.raises((ValueError, OSError), match=message):
+        PrismForMaskedDiffusion.from_pretrained(tmp_path)
+
+
+def test_a_backbone_folder_is_not_a_prism_checkpoint(tmp_path):
+    tiny_llada().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"is not a PRISM checkpoint \(model_type='llada'\).*from_backbone"):
+        PrismForMaskedDiffusion.from_pretrained(tmp_path)
+
+
+def test_pickle_only_backbones_need_an_explicit_opt_out(tmp_path):
+    backbone = tiny_bert()
+    backbone.config.save_pretrained(tmp_path)
+    torch.save(backbone.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match=r"holds only pickle weights .*use_safetensors=False"):
+        PrismForMaskedDiffusion.from_backbone(str(tmp_path), mask_token_id=63)
+    model = PrismForMaskedDiffusion.from_backbone(str(tmp_path), mask_token_id=63, use_safetensors=False)
+    torch.testing.assert_close(model.backbone.state_dict()["bert.embeddings.word_embeddings.weight"],
+                               backbone.state_dict()["bert.embeddings.word_embeddings.weight"])

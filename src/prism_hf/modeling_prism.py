@@ -653,7 +653,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
 
             backbone_model = PeftModel.from_pretrained(backbone_model, str(adapter_dir), is_trainable=is_trainable)
         model = cls(config, backbone=backbone_model)
-        state = load_file(str(folder / CHECKPOINT_WEIGHTS_NAME))
+        state = load_checkpoint_weights(folder / CHECKPOINT_WEIGHTS_NAME)
         head_dtypes = {tensor.dtype for key, tensor in state.items() if key.startswith("quality_head.")}
         if len(head_dtypes) == 1:
             model.quality_head.to(dtype=head_dtypes.pop())
@@ -698,6 +698,20 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
 
 
 # ----- helpers ----------------------------------------------------------------------------------------
+def load_checkpoint_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint's ``model.safetensors``, with a clear error for a missing, empty, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OSError(f"{str(path)!r} is missing: a PRISM checkpoint holds its head (and trained weights) there.")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(
+            f"{str(path)!r} is not a readable safetensors file ({type(err).__name__}: {err}); the checkpoint is damaged or "
+            f"incomplete ({path.stat().st_size} bytes). Save it again, or download it again."
+        ) from err
+
+
 # Errors the published remote code of LLaDA and Dream raises under transformers 5 (see prism_hf.models).
 _KNOWN_REMOTE_CODE_FAILURES = (
     "all_tied_weights_keys",
@@ -814,6 +828,15 @@ def _load_backbone(
     load_kwargs["dtype"] = torch_dtype if torch_dtype is not None else load_kwargs.get("dtype", "auto")
     load_kwargs.setdefault("use_safetensors", True)
     auto_cls = getattr(transformers, family.auto_class)
+    folder = Path(name_or_path)
+    if load_kwargs["use_safetensors"] and folder.is_dir() and not any(folder.glob("*.safetensors")) and (
+        any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+    ):
+        raise OSError(
+            f"{name_or_path!r} holds only pickle weights (*.bin / *.pt), which can run code when loaded; prism_hf loads "
+            "backbones from safetensors. Convert them (save_pretrained writes safetensors), or, if you trust the file, "
+            "pass use_safetensors=False explicitly."
+        )
     try:
         if remote and family.native_class is not None:
             # The Auto classes prefer a registered local class (the native port) even with trust_remote_code=True, so

@@ -21,7 +21,13 @@ from transformers.utils import logging
 from .data import MaskedDiffusionCollator
 from .families import UnknownFamilyError, family_for_model
 from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
-from .modeling_prism import ADAPTER_DIRNAME, CHECKPOINT_WEIGHTS_NAME, PrismForMaskedDiffusion, _is_peft_model
+from .modeling_prism import (
+    ADAPTER_DIRNAME,
+    CHECKPOINT_WEIGHTS_NAME,
+    PrismForMaskedDiffusion,
+    _is_peft_model,
+    load_checkpoint_weights,
+)
 from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
 
 logger = logging.get_logger(__name__)
@@ -464,10 +470,8 @@ class PrismTrainer(MDMTrainer):
                 f"resume_from_checkpoint={str(resume_from_checkpoint)!r} was saved with backbone_training={saved_mode!r} but "
                 f"the model is set up for {raw.config.backbone_training!r}; resume with the same mode (and peft_config)."
             )
-        from safetensors.torch import load_file
-
         stored_backbone = bool(config.get("backbone_weights_saved", config.get("backbone_name_or_path") is None))
-        raw._load_checkpoint_state(load_file(str(weights)), stored_backbone=stored_backbone)
+        raw._load_checkpoint_state(load_checkpoint_weights(weights), stored_backbone=stored_backbone)
         adapter_dir = folder / ADAPTER_DIRNAME
         if adapter_dir.is_dir():
             if not _is_peft_model(raw.backbone):
