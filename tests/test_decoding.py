@@ -241,3 +241,37 @@ def test_quality_guided_refinement_remasks_only_after_the_schedule_and_ends_rows
     high = _pipe(_scored(model, 50.0), **common)(**kwargs)
     assert high.nfe == 4 + 1 and high.nfe_per_row.tolist() == [5, 5]  # the 5th forward finds both rows good enough
     assert len(high.history) == 4
+
+
+def test_a_head_that_attends_across_positions_refuses_the_cache():
+    backbone = _backbone("llada", layers=1)
+    model = PrismForMaskedDiffusion.from_backbone(backbone, head="transformer").eval()
+    pipe = _pipe(model, remasking="prism", num_remask=1, kv_cache="dual")
+    with pytest.raises(ValueError, match=r"kv_cache='dual' with the TransformerQualityHead .*pointwise head"):
+        pipe(input_ids=torch.tensor([[5, 6]]), gen_length=8, num_inference_steps=4)
+
+
+def test_dream_cached_infilling_with_left_padding_equals_uncached():
+    """The window of a family that numbers positions past the padding (Dream) uses the same positions as the fill."""
+    model = _prism("dream", layers=1, seed=2)
+    x = torch.randint(1, 60, (1, 20), generator=torch.Generator().manual_seed(0))
+    x[:, 6::2] = MASK
+    attention = torch.ones_like(x)
+    attention[:, :4] = 0
+    kwargs = dict(input_ids=x, attention_mask=attention, gen_length=0, block_length=10, num_inference_steps=8)
+    base = _pipe(model, remasking="none")(**kwargs)
+    cached = _pipe(model, remasking="none", kv_cache="dual")(**kwargs)
+    assert torch.equal(cached.sequences, base.sequences)
+
+
+def test_dream_infilling_refuses_a_mask_at_the_first_real_position_after_padding():
+    pipe = _pipe(_prism("dream"), remasking="none")
+    x = torch.tensor([[0, 0, 0, 0, MASK, 9, MASK, 11]])
+    attention = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="mask token at the first real position of a row"):
+        pipe(input_ids=x, attention_mask=attention, gen_length=0, num_inference_steps=3)
+
+
+def test_quality_threshold_without_refinement_or_parallel_decoding_warns():
+    with pytest.warns(UserWarning, match="changes nothing"):
+        PrismScheduler(remasking="prism", quality_threshold=0.5)

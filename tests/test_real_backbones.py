@@ -315,3 +315,15 @@ def test_memory_benchmark_counts_the_real_8b_and_7b_models_on_the_meta_device(ca
     assert ddp["weights"] == 2 * llada["backbone"] + 4 * llada["trained"] and ddp["optimizer"] == 8 * llada["trained"]
     assert zero3["total"] == pytest.approx(ddp["total"] / 8)
     assert "ZeRO-2" in capsys.readouterr().out
+
+
+def test_auto_dtype_and_the_transformers_4_dtype_name(tmp_path):
+    folder = tmp_path / "bb"
+    tiny_llada().save_pretrained(folder)
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), torch_dtype=torch.bfloat16)  # the transformers 4 name
+    assert model.config.backbone_dtype == "bfloat16" and next(model.backbone.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="disagree"):
+        PrismForMaskedDiffusion.from_backbone(str(folder), dtype=torch.float32, torch_dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "full")  # a full fine-tune: the backbone is stored in the checkpoint
+    loaded = PrismForMaskedDiffusion.from_pretrained(tmp_path / "full", dtype="auto")
+    assert {p.dtype for p in loaded.backbone.parameters()} == {torch.bfloat16}

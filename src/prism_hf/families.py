@@ -150,7 +150,11 @@ class BackboneFamily:
         """Keyword arguments for a window forward against a block-decoding cache
         ([`~prism_hf.models.cache.BlockKVCache`] with a window set): the window's tokens, their positions in the
         sequence, and the padding mask of the whole cached sequence (the same layout for every family)."""
-        kwargs = {"input_ids": input_ids, "position_ids": cache.window, "cache": cache}
+        positions = cache.window
+        if key_padding_mask is not None and self.attention_mask_convention == "4d_with_positions":
+            # This convention's full forwards number positions past the padding: the window must do the same.
+            positions = (key_padding_mask.long().cumsum(-1) - 1).clamp(min=0).gather(1, cache.window)
+        kwargs = {"input_ids": input_ids, "position_ids": positions, "cache": cache}
         if key_padding_mask is not None:
             kwargs["attention_mask"] = key_padding_mask
         kwargs.update(self.extra_forward_kwargs)

@@ -51,6 +51,9 @@ class QualityHead(nn.Module):
     """Base class. Subclasses map ``hidden_states`` ``(B, L, d)`` to ``quality_logits`` ``(B, L)``."""
 
     head_type: str = ""
+    #: Whether each position's logit depends on that position's hidden state only. A head that attends across
+    #: positions (``transformer``) cannot score the window of a key/value-cached step on its own.
+    pointwise: bool = True
 
     def __init__(self, hidden_size: int, **kwargs):
         super().__init__()
@@ -104,6 +107,7 @@ class MLPQualityHead(QualityHead):
 
 @register_head("transformer")
 class TransformerQualityHead(QualityHead):
+    pointwise = False
     """The text recipe: one extra bidirectional transformer block, then ``LayerNorm -> Linear(d, 1)``.
 
     Args:

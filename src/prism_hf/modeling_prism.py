@@ -292,6 +292,12 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
                 f"cache=: the {type(self._raw_backbone()).__name__} backbone has no block-decoding key/value cache (the "
                 "native LLaDA and Dream ports do); run it without one."
             )
+        if window is not None and not getattr(self.quality_head, "pointwise", True):
+            raise ValueError(
+                f"A cached window forward cannot score quality with the {self.config.head_type!r} head: it attends across "
+                "positions and would see only the window. Use kv_cache='none' with this head, or a pointwise head "
+                "('mlp', 'linear')."
+            )
         if window is None and attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(attention_mask.shape)}."
@@ -393,6 +399,11 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         """
         get_head_class(head)  # fail early on an unknown head type
         _check_implementation(backbone_implementation, trust_remote_code)
+        if "torch_dtype" in load_kwargs:  # the transformers 4 name
+            torch_dtype = load_kwargs.pop("torch_dtype")
+            if dtype is not None and torch_dtype is not None and _as_torch_dtype(dtype) != _as_torch_dtype(torch_dtype):
+                raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them (dtype).")
+            dtype = torch_dtype if dtype is None else dtype
         reference = None
         if isinstance(backbone, (str, os.PathLike)):
             reference = str(backbone)
@@ -604,10 +615,12 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
         family = get_family(config.backbone_family)
         implementation = backbone_implementation or raw.get("backbone_implementation", "native")
         _check_implementation(implementation, trust_remote_code)
-        if dtype is None:
-            dtype = raw.get("backbone_dtype")  # None for older checkpoints: transformers' default
-        torch_dtype = _as_torch_dtype(dtype)
         stored_backbone = bool(raw.get("backbone_weights_saved", config.backbone_name_or_path is None))
+        if dtype is None or (dtype == "auto" and stored_backbone):
+            # The recorded dtype; None for older checkpoints (transformers' default). For a backbone stored here,
+            # "auto" means the dtype it was stored in, which is the recorded one.
+            dtype = raw.get("backbone_dtype") or (None if dtype == "auto" else dtype)
+        torch_dtype = _as_torch_dtype(dtype)
         adapter_dir = folder / ADAPTER_DIRNAME
 
         if isinstance(backbone, nn.Module):

@@ -328,6 +328,13 @@ class PrismPipeline(DiffusionPipeline):
         if mode == "none":
             return None
         raw = self.model._raw_backbone() if self.has_quality_head else self.model
+        head = getattr(self.model, "quality_head", None)
+        if head is not None and not getattr(head, "pointwise", True):
+            raise ValueError(
+                f"kv_cache={mode!r} with the {type(head).__name__} quality head: it attends across positions, so a cached "
+                "step (which runs only a window) cannot score quality exactly. Use kv_cache='none' with this head, or a "
+                "pointwise head ('mlp', 'linear')."
+            )
         if not getattr(raw, "supports_block_kv_cache", False) or self._family() is None:
             raise ValueError(
                 f"kv_cache={mode!r}, but the {type(raw).__name__} backbone has no block-decoding key/value cache (the "
@@ -549,6 +556,9 @@ class PrismPipeline(DiffusionPipeline):
                 ``callback_on_step_end_tensor_inputs`` (default ``["sample"]``); a returned ``"sample"`` replaces the
                 tokens.
             callback_on_step_end_tensor_inputs (`List[str]`, *optional*): Subset of ``_callback_tensor_inputs``.
+                ``sample``, ``unmasked``, ``remasked`` and ``token_confidence`` always cover the whole sequence;
+                ``logits`` and ``quality_logits`` cover what the step read: the block's columns, or, at the cached
+                steps of ``kv_cache="prefix"`` / ``"dual"``, each row's window (its own positions).
             chat_template_kwargs (`dict`, *optional*): Passed to ``apply_chat_template``.
 
         Sampling settings (``temperature``, ``top_p``, the rules, ...) live on the scheduler; LLaDA's ``generate``
@@ -582,11 +592,12 @@ class PrismPipeline(DiffusionPipeline):
             batch_size, seq_len = infill_ids.shape
             lengths = [seq_len]
             gen_total = seq_len
-            if shifted and bool((infill_valid[:, 0] & (infill_ids[:, 0] == mask_id)).any()):
+            first_valid = infill_valid.long().argmax(-1, keepdim=True)  # the first real token of each row
+            if shifted and bool((infill_valid.gather(1, first_valid) & (infill_ids.gather(1, first_valid) == mask_id)).any()):
                 raise ValueError(
-                    f"input_ids has a mask token at position 0, but the {family.name!r} backbone predicts token i from "
-                    "position i - 1 (its logits are shifted): position 0 has no prediction of its own. Keep a real token "
-                    "(e.g. BOS) at position 0."
+                    f"input_ids has a mask token at the first real position of a row, but the {family.name!r} backbone "
+                    "predicts token i from position i - 1 (its logits are shifted): that position has no prediction of "
+                    "its own (before it there is only padding, or nothing). Keep a real token (e.g. BOS) there."
                 )
             if not bool(infill_valid.all()) and not self._takes_padding_mask():
                 raise ValueError(

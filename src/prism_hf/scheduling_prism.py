@@ -303,6 +303,16 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
                 f"remasking={remasking!r} draws it from ReMDM's schedule; use a count rule ('none', 'prism', 'random', "
                 "'confidence') with a threshold."
             )
+        if quality_threshold is not None and confidence_threshold is None and prism_loop_steps == 0:
+            import warnings
+
+            warnings.warn(
+                f"quality_threshold={quality_threshold!r} with prism_loop_steps=0 and no confidence_threshold changes "
+                "nothing: the schedule fills a block only at its last step, so no forward finds it full and good "
+                "enough earlier. Give it refinement steps (prism_loop_steps > 0) or parallel decoding.",
+                UserWarning,
+                stacklevel=2,
+            )
         if quality_threshold is not None and not self.remasking_rule.needs_quality:
             raise ValueError(
                 f"quality_threshold={quality_threshold!r} needs the quality head: use remasking='prism' (got "
