@@ -113,7 +113,7 @@ def test_pipeline_refuses_to_generate_position_zero_of_a_shifted_family():
         pipe(input_ids=torch.zeros(1, 0, dtype=torch.long), gen_length=8, num_inference_steps=4)
     dream_mask = PrismPipeline(model=tiny_dream(), scheduler=PrismScheduler()).resolve_mask_token_id()
     grid = torch.tensor([[dream_mask, 5, dream_mask, 7]])
-    with pytest.raises(ValueError, match="mask token at position 0"):
+    with pytest.raises(ValueError, match="mask token at the first real position of a row"):
         pipe(input_ids=grid, gen_length=0, num_inference_steps=2)
     out = pipe(input_ids=torch.tensor([[1]]), gen_length=8, num_inference_steps=4)  # one prompt token is enough
     assert out.sequences.shape == (1, 8)
