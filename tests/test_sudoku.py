@@ -438,8 +438,8 @@ def test_held_out_puzzles_share_no_completion_with_training():
     oracle = _completions_oracle(plain, train)
     audit = training_overlap(plain, train, solutions=plain_solutions)
     assert audit["puzzles_with_a_training_completion"] == sum(oracle) > 0
-    seen = {g.tobytes() for g in train}
-    assert audit["solutions_in_training"] == sum(s.tobytes() in seen for s in plain_solutions)
+    seen = {g.tobytes() for g in train.astype(np.int64)}
+    assert audit["solutions_in_training"] == sum(s.astype(np.int64).tobytes() in seen for s in plain_solutions)
 
 
 def test_held_out_puzzles_with_several_solutions_check_every_completion():

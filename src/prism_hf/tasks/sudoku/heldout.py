@@ -114,13 +114,14 @@ def load_training_sources(directory: str) -> Optional[List[GridSource]]:
 
 
 def training_grids(sources: Sequence[GridSource]) -> np.ndarray:
-    """Every training grid of ``sources``, concatenated: ``(sum of num_grids, n, n)``."""
+    """Every training grid of ``sources``, concatenated: ``(sum of num_grids, n, n)``, dtype ``int8`` (the paper
+    recipe trains on 17.9M 9x9 grids: 1.5 GB as ``int8``, eight times that as ``int64``)."""
     if not sources:
         raise SudokuInputError("sources is empty; pass the grid sources of at least one training stage.")
     specs = {(s.box_rows, s.box_cols) for s in sources}
     if len(specs) != 1:
         raise SudokuInputError(f"sources mix grid shapes {sorted(specs)}; one training run uses one grid shape.")
-    return np.concatenate([s.grids() for s in sources])
+    return np.concatenate([s.grids().astype(np.int8) for s in sources])
 
 
 # ----- exact membership in a large set of grids -------------------------------------------------------------
