@@ -39,8 +39,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from prism_hf import PrismForMaskedDiffusion
-from prism_hf.pipeline_prism import PrismPipeline
-from prism_hf.scheduling_prism import PrismScheduler
+from prism_hf.sampling.pipeline_prism import PrismPipeline
+from prism_hf.sampling.scheduling_prism import PrismScheduler
 from prism_hf.testing import tiny_llada
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,8 @@ from typing import Callable, Dict
 import torch
 
 from prism_hf import PrismForMaskedDiffusion
-from prism_hf.pipeline_prism import PrismPipeline
-from prism_hf.scheduling_prism import PrismScheduler
+from prism_hf.sampling.pipeline_prism import PrismPipeline
+from prism_hf.sampling.scheduling_prism import PrismScheduler
 from prism_hf.testing import tiny_llada
 
 

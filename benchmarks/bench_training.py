@@ -44,14 +44,14 @@ def build_backbone(args):
 
 
 def build(args):
-    from prism_hf.modeling_prism import PrismForMaskedDiffusion
+    from prism_hf.modeling.modeling_prism import PrismForMaskedDiffusion
 
     return PrismForMaskedDiffusion.from_backbone(build_backbone(args), head=args.head).to(args.device).train()
 
 
 def make_step(variant, args):
     """Returns ``step(batch)`` doing one optimizer step of ``variant`` on a fresh model."""
-    from prism_hf.losses import forward_mask, mdm_loss, prism_step
+    from prism_hf.training.losses import forward_mask, mdm_loss, prism_step
 
     # The MDM baseline is the bare backbone (no head); PRISM wraps the same backbone.
     model = build_backbone(args).to(args.device).train() if variant == "mdm" else build(args)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prism_hf.pipeline_prism import PrismPipeline
-from prism_hf.scheduling_prism import PrismScheduler
+from prism_hf.sampling.pipeline_prism import PrismPipeline
+from prism_hf.sampling.scheduling_prism import PrismScheduler
 from prism_hf.tasks.sudoku import SudokuRecipe, SudokuTokenizer, load_puzzles_csv
 from prism_hf.tasks.sudoku.evaluation import method_scheduler
 from prism_hf.tasks.sudoku.grids import is_valid_solution

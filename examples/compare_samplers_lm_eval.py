@@ -60,7 +60,7 @@ def train_demo_model(output: Path, steps: int = 600, batch_size: int = 64, seed:
     """Train a tiny PRISM model (backbone and quality head together, PRISM loss with the MDM term) to sort digits,
     and save it with its character tokenizer. Training examples come from another seed than the task's."""
     from prism_hf import PrismForMaskedDiffusion
-    from prism_hf.losses import prism_step
+    from prism_hf.training.losses import prism_step
     from prism_hf.testing import tiny_char_tokenizer, tiny_llada
 
     torch.manual_seed(seed)
@@ -115,7 +115,7 @@ def _main_metric(task_results: Dict[str, Any]) -> tuple:
 
 def _sampler_summary(info: Dict[str, Any]) -> str:
     """The scheduler fields that differ from PrismScheduler's defaults, and the generation arguments."""
-    from prism_hf.scheduling_prism import PrismScheduler
+    from prism_hf.sampling.scheduling_prism import PrismScheduler
 
     defaults = PrismScheduler().config
     changed = {k: v for k, v in info["sampler"].items() if k != "remasking" and defaults.get(k, v) != v}

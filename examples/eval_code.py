@@ -39,9 +39,9 @@ from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
 from prism_hf import PrismForMaskedDiffusion
 from prism_hf.evaluation import Sandbox, SandboxResult, execute_programs, humaneval_program
 from prism_hf.evaluation.code_eval import summarize_results
-from prism_hf.families import get_family, resolve_mask_token_id
-from prism_hf.pipeline_prism import PrismPipeline
-from prism_hf.scheduling_prism import PrismScheduler
+from prism_hf.modeling.families import get_family, resolve_mask_token_id
+from prism_hf.sampling.pipeline_prism import PrismPipeline
+from prism_hf.sampling.scheduling_prism import PrismScheduler
 
 BENCHMARKS = ("humaneval", "mbpp")
 DTYPES = ("bfloat16", "float16", "float32", "auto")

@@ -149,7 +149,7 @@ class EvalArguments:
             raise ValueError(f"seq_length={self.seq_length!r} must be >= 2 or None (the model's length).")
         if self.mauve_num_buckets != "auto" and not str(self.mauve_num_buckets).isdigit():
             raise ValueError(f"mauve_num_buckets={self.mauve_num_buckets!r} must be 'auto' or an integer >= 2.")
-        from prism_hf.scheduling_prism import PrismScheduler
+        from prism_hf.sampling.scheduling_prism import PrismScheduler
 
         for rule, kwargs in self.rule_settings().items():  # validates the rule names, overrides and sampling values
             try:
@@ -185,7 +185,7 @@ def load_generator(args: EvalArguments):
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     from prism_hf import PrismForMaskedDiffusion
-    from prism_hf.configuration_prism import PrismConfig
+    from prism_hf.modeling.configuration_prism import PrismConfig
 
     dtype = getattr(torch, args.dtype)
     config_file = Path(args.model_name_or_path) / "config.json"
@@ -238,8 +238,8 @@ def reference_texts(args: EvalArguments, tokenizer, seq_length: int, count: int)
 def sample(model, scheduler_kwargs: Dict[str, Any], nfe: int, num_samples: int, batch_size: int, seq_length: int,
            mask_token_id: int, seed: int, device: torch.device):
     """``num_samples`` unconditional samples (all-mask start) in ``nfe`` steps; returns ``(ids (N, L), forwards)``."""
-    from prism_hf.pipeline_prism import PrismPipeline
-    from prism_hf.scheduling_prism import PrismScheduler
+    from prism_hf.sampling.pipeline_prism import PrismPipeline
+    from prism_hf.sampling.scheduling_prism import PrismScheduler
 
     pipe = PrismPipeline(model=model, scheduler=PrismScheduler(**scheduler_kwargs))
     pipe.set_progress_bar_config(disable=True)
@@ -265,10 +265,10 @@ def evaluate(args: EvalArguments) -> Dict[str, Any]:
         text_features,
         unigram_entropy,
     )
-    from prism_hf.pipeline_prism import PrismPipeline
-    from prism_hf.remasking import get_remasking_rule
-    from prism_hf.scheduling_prism import PrismScheduler
-    from prism_hf.trainer import model_max_length
+    from prism_hf.sampling.pipeline_prism import PrismPipeline
+    from prism_hf.sampling.remasking import get_remasking_rule
+    from prism_hf.sampling.scheduling_prism import PrismScheduler
+    from prism_hf.training.trainer import model_max_length
 
     settings = args.rule_settings()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -31,8 +31,8 @@ from transformers import AutoTokenizer
 
 from prism_hf import PrismForMaskedDiffusion
 from prism_hf.arguments import parse_args_with_config, train_resume_save
-from prism_hf.trainer import PrismTrainer
-from prism_hf.training_args import PrismTrainingArguments
+from prism_hf.training.trainer import PrismTrainer
+from prism_hf.training.training_args import PrismTrainingArguments
 
 logger = logging.getLogger("train_code")
 

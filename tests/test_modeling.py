@@ -533,7 +533,7 @@ def test_public_exports_resolve_lazily():
 
     for name in prism_hf.__all__:
         assert getattr(prism_hf, name) is not None, name
-    assert prism_hf.PrismPipeline.__module__ == "prism_hf.pipeline_prism"
+    assert prism_hf.PrismPipeline.__module__ == "prism_hf.sampling.pipeline_prism"
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         prism_hf.Nope
     script = "import sys, prism_hf; assert 'diffusers' not in sys.modules and 'prism_hf.trainer' not in sys.modules; print('ok')"

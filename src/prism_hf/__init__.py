@@ -2,8 +2,8 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_prism import PRISM_FORMAT_VERSION, PrismConfig
-from .families import (
+from .modeling.configuration_prism import PRISM_FORMAT_VERSION, PrismConfig
+from .modeling.families import (
     BackboneFamily,
     UnknownFamilyError,
     get_family,
@@ -11,8 +11,8 @@ from .families import (
     registered_families,
     replace_family,
 )
-from .heads import HEAD_REGISTRY, QualityHead, register_head
-from .modeling_prism import PrismForMaskedDiffusion, PrismModelOutput
+from .modeling.heads import HEAD_REGISTRY, QualityHead, register_head
+from .modeling.modeling_prism import PrismForMaskedDiffusion, PrismModelOutput
 from .models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, MDLMConfig, MDLMForMaskedLM
 
 __version__ = "0.1.0"
@@ -20,18 +20,18 @@ __version__ = "0.1.0"
 # Heavier pieces (diffusers for sampling, the transformers Trainer for training) load on first use, so that
 # `import prism_hf` (and loading a checkpoint with AutoModel) stays as light as the model itself.
 _LAZY_EXPORTS = {
-    "PrismScheduler": "scheduling_prism",
-    "PrismSchedulerOutput": "scheduling_prism",
-    "PrismPipeline": "pipeline_prism",
-    "PrismPipelineOutput": "pipeline_prism",
-    "register_unmasking_rule": "unmasking",
-    "register_remasking_rule": "remasking",
-    "register_remask_schedule": "remasking",
-    "MDMTrainer": "trainer",
-    "PrismTrainer": "trainer",
-    "MaskedDiffusionTrainingArguments": "training_args",
-    "PrismTrainingArguments": "training_args",
-    "MaskedDiffusionCollator": "data",
+    "PrismScheduler": "sampling.scheduling_prism",
+    "PrismSchedulerOutput": "sampling.scheduling_prism",
+    "PrismPipeline": "sampling.pipeline_prism",
+    "PrismPipelineOutput": "sampling.pipeline_prism",
+    "register_unmasking_rule": "sampling.unmasking",
+    "register_remasking_rule": "sampling.remasking",
+    "register_remask_schedule": "sampling.remasking",
+    "MDMTrainer": "training.trainer",
+    "PrismTrainer": "training.trainer",
+    "MaskedDiffusionTrainingArguments": "training.training_args",
+    "PrismTrainingArguments": "training.training_args",
+    "MaskedDiffusionCollator": "training.collator",
 }
 
 

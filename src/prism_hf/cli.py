@@ -68,8 +68,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import transformers
 
     import prism_hf
-    from prism_hf.families import registered_families
-    from prism_hf.heads import HEAD_REGISTRY
+    from prism_hf.modeling.families import registered_families
+    from prism_hf.modeling.heads import HEAD_REGISTRY
 
     print(f"prism_hf {prism_hf.__version__}")
     print(f"torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), transformers {transformers.__version__}")

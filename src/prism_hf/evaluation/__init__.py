@@ -10,10 +10,12 @@ from .code_eval import (
     pass_at_k,
     pass_at_k_from_programs,
 )
+from .classification import binary_auroc
 from .sandbox import SANDBOX_STATUSES, Sandbox, SandboxError, SandboxResult, run_in_sandbox
 
 
 __all__ = [
+    "binary_auroc",
     "SANDBOX_STATUSES",
     "PassAtKResult",
     "ProgramOutcome",

@@ -49,12 +49,12 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
         "prism_hf.evaluation.lm_eval_model needs lm-evaluation-harness (>= 0.4.10): pip install 'prism-hf[eval]'."
     ) from _err
 
-from ..configuration_prism import PrismConfig
-from ..families import UnknownFamilyError, family_for_model, registered_families
-from ..modeling_prism import PrismForMaskedDiffusion, _as_torch_dtype, _load_backbone
-from ..pipeline_prism import PrismPipeline
-from ..remasking import REMASKING_RULES
-from ..scheduling_prism import PrismScheduler, _top_per_row
+from ..modeling.configuration_prism import PrismConfig
+from ..modeling.families import UnknownFamilyError, family_for_model, registered_families
+from ..modeling.modeling_prism import PrismForMaskedDiffusion, _as_torch_dtype, _load_backbone
+from ..sampling.pipeline_prism import PrismPipeline
+from ..sampling.remasking import REMASKING_RULES
+from ..sampling.scheduling_prism import PrismScheduler, _top_per_row
 
 __all__ = [
     "MC_SAMPLINGS",

@@ -34,7 +34,7 @@ What differs, and why:
   forward takes a [`~prism_hf.models.cache.BlockKVCache`] as ``cache`` (Fast-dLLM's prefix / dual cache,
   re-expressed: fill once over the whole sequence, then run only a window of positions against the cached keys and
   values of the rest); Fast-dLLM's ``replace_position`` argument raises with a pointer to it, as do ``labels``
-  (LLaDA's loss depends on the masking ratio; see ``prism_hf.losses``), ``attention_bias`` (pass a 4D
+  (LLaDA's loss depends on the masking ratio; see ``prism_hf.training.losses``), ``attention_bias`` (pass a 4D
   ``attention_mask``) and ``output_attentions=True`` (upstream raises too).
 * The forward follows transformers' argument order ``(input_ids, attention_mask, position_ids, inputs_embeds, ...)``
   and returns a `CausalLMOutputWithPast` with ``logits`` and, with ``output_hidden_states``, upstream's hidden states
@@ -91,7 +91,7 @@ _REFUSED_FORWARD_KWARGS = {
     "attention_bias": "pass a 4D attention_mask of shape (batch_size, 1, seq_len, seq_len) instead",
     "labels": (
         "LLaDA's training loss depends on the masking ratio of each row, so the model does not compute it "
-        "(upstream only warns); compute it from the logits, e.g. with prism_hf.losses"
+        "(upstream only warns); compute it from the logits, e.g. with prism_hf.training.losses"
     ),
 }
 

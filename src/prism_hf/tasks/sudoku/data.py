@@ -1,7 +1,7 @@
 """`datasets` builders for Sudoku: solved grids for training, puzzles with solutions for evaluation.
 
 Rows carry ``input_ids`` (token ids in the Sudoku layout) and ``maskable`` (1 at cells, 0 at row
-separators), the columns that `prism_hf.data.MaskedDiffusionCollator` reads, so the datasets plug straight
+separators), the columns that `prism_hf.training.collator.MaskedDiffusionCollator` reads, so the datasets plug straight
 into `MDMTrainer` and `PrismTrainer`. Evaluation datasets add ``solution_ids``.
 
 Seeds: training grids and evaluation puzzles must come from different seeds. The CLI uses

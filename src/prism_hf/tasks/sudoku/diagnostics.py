@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ...losses import forward_mask, sample_proposals
+from ...training.losses import forward_mask, sample_proposals
 from .data import VALIDATION_SEED
 from .grids import SudokuInputError, generate_solved_grids
 from .tokenization import SudokuTokenizer

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...modeling_prism import PrismForMaskedDiffusion
-from ...pipeline_prism import PrismPipeline
-from ...scheduling_prism import PrismScheduler
+from ...evaluation.classification import binary_auroc
+from ...modeling.modeling_prism import PrismForMaskedDiffusion
+from ...sampling.pipeline_prism import PrismPipeline
+from ...sampling.scheduling_prism import PrismScheduler
 from .grids import SudokuInputError, SudokuSpec, is_valid_solution, rule_conflicts, solve, wrong_cells
 from .recipes import SudokuRecipe
 from .tokenization import SudokuTokenizer
@@ -100,20 +101,9 @@ def solve_puzzles(puzzles: np.ndarray, spec: SudokuSpec, show_progress: bool = F
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count one half); NaN with one class."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels, dtype=bool).reshape(-1)
-    num_pos, num_neg = int(labels.sum()), int((~labels).sum())
-    if num_pos == 0 or num_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores))
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count one half); NaN with one class.
+    The one AUROC of the package, [`prism_hf.evaluation.classification.binary_auroc`], as a float."""
+    return float(binary_auroc(np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)))
 
 
 def calibration(quality: np.ndarray, correct: np.ndarray, num_bins: int = 10) -> Dict:

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ...families import BackboneFamily, register_family
+from ...modeling.families import BackboneFamily, register_family
 from .grids import SudokuInputError, SudokuSpec
 
 __all__ = ["SudokuMDMConfig", "SudokuMDMForMaskedLM", "SUDOKU_MODEL_TYPE"]

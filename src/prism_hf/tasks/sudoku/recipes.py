@@ -156,7 +156,7 @@ class SudokuRecipe:
             raise SudokuInputError(f"step_on={self.step_on} must be below step_off={self.step_off} (the remasking window).")
         if self.unmasking not in _UNMASKING_RULES:
             raise SudokuInputError(f"unmasking={self.unmasking!r} is not valid; choose one of {list(_UNMASKING_RULES)}.")
-        from ...heads import HEAD_REGISTRY
+        from ...modeling.heads import HEAD_REGISTRY
 
         if self.head not in HEAD_REGISTRY:
             raise SudokuInputError(f"head={self.head!r} is not a quality head type; choose one of {sorted(HEAD_REGISTRY)}.")

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 import torch
 from transformers.utils import logging
 
-from ...modeling_prism import PrismForMaskedDiffusion
+from ...modeling.modeling_prism import PrismForMaskedDiffusion
 from .data import build_training_dataset
 from .grids import SudokuInputError
 from .heldout import GridSource, finetuning_source, load_training_sources, pretraining_source, save_training_sources
@@ -142,8 +142,8 @@ def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) 
     Skipped when ``output_dir`` already holds a finished backbone; resumed from ``output_dir/work`` when a
     previous run was interrupted.
     """
-    from ...trainer import MDMTrainer
-    from ...training_args import MaskedDiffusionTrainingArguments
+    from ...training.trainer import MDMTrainer
+    from ...training.training_args import MaskedDiffusionTrainingArguments
 
     if stage_done(output_dir):
         _check_size(load_backbone(output_dir).config.sudoku_spec, recipe, "backbone", output_dir)
@@ -163,8 +163,8 @@ def pretrain(recipe: SudokuRecipe, output_dir: str, show_progress: bool = True) 
 def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_progress: bool = True) -> str:
     """PRISM fine-tuning of a pretrained backbone (full backbone, ``recipe.head`` head, k and lambda of the
     recipe); returns the folder of the saved `PrismForMaskedDiffusion`."""
-    from ...trainer import PrismTrainer
-    from ...training_args import PrismTrainingArguments
+    from ...training.trainer import PrismTrainer
+    from ...training.training_args import PrismTrainingArguments
 
     if stage_done(output_dir):
         _check_size(load_prism(output_dir).backbone.config.sudoku_spec, recipe, "checkpoint", output_dir)

@@ -85,7 +85,7 @@ class MaskedDiffusionCollator:
             pad_token_id (`int`): Id used for padding.
             kwargs: Other fields (``max_length``, ``truncation``, ...).
         """
-        from .families import UnknownFamilyError, family_for_model
+        from ..modeling.families import UnknownFamilyError, family_for_model
 
         family = getattr(model, "family", None)
         if family is None:

@@ -5,7 +5,7 @@ A rule turns the step's posterior into one score per position; the scheduler fil
 one small class:
 
 ```python
-from prism_hf.unmasking import UnmaskingRule, register_unmasking_rule
+from prism_hf.sampling.unmasking import UnmaskingRule, register_unmasking_rule
 
 
 @register_unmasking_rule("low_entropy_first")
@@ -58,7 +58,7 @@ def get_unmasking_rule(name: str) -> "UnmaskingRule":
         hint = " (LLaDA's remasking='low_confidence' is unmasking='confidence')" if name == "low_confidence" else ""
         raise ValueError(
             f"unmasking={name!r} is not a known unmasking rule{hint}; valid rules: {sorted(UNMASKING_RULES)}. "
-            "Add one with `@prism_hf.unmasking.register_unmasking_rule('name')`."
+            "Add one with `@prism_hf.sampling.unmasking.register_unmasking_rule('name')`."
         ) from None
 
 

@@ -32,7 +32,8 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .scheduling_prism import top_p_filter
+from ..evaluation.classification import binary_auroc  # noqa: F401  (re-exported: the trainer's metric)
+from ..sampling.scheduling_prism import top_p_filter
 
 __all__ = [
     "UPDATE_SELECTIONS",
@@ -493,31 +494,3 @@ def quality_accuracy(quality_logits: torch.Tensor, targets: torch.Tensor, valid:
     correct = ((quality_logits > 0) == (targets > 0.5)).float()
     weight = torch.ones_like(correct) if valid is None else valid.float()
     return (correct * weight).sum() / weight.sum()
-
-
-def binary_auroc(scores: torch.Tensor, targets: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Area under the ROC curve of ``scores`` for binary ``targets`` (Mann-Whitney U, ties counted half).
-
-    Returns ``NaN`` when the valid entries hold only one class (AUROC is undefined).
-
-    Args:
-        scores (`torch.FloatTensor` of any shape): Higher = more likely positive.
-        targets (`torch.FloatTensor` of the same shape): ``1.0`` / ``0.0``.
-        valid (`torch.BoolTensor` of the same shape, *optional*): Entries to use.
-    """
-    scores = scores.detach().float().flatten()
-    positive = targets.detach().flatten() > 0.5
-    weight = torch.ones_like(scores) if valid is None else valid.detach().flatten().float()
-    # Ranks are counted among valid entries only (a weighted cumulative count), so invalid entries shift nothing.
-    order = torch.argsort(scores)
-    s, pos, w = scores[order], positive[order].float(), weight[order]
-    # Average rank of each distinct score among valid entries (1-based), ties sharing their mean rank.
-    _, inverse, counts = torch.unique_consecutive(s, return_inverse=True, return_counts=True)
-    group_weight = torch.zeros(counts.shape, dtype=torch.float32, device=s.device).index_add_(0, inverse, w)
-    ends = group_weight.cumsum(0)
-    mean_rank = ends - (group_weight - 1.0) / 2.0
-    ranks = mean_rank[inverse]
-    n_pos = (pos * w).sum()
-    n_neg = ((1.0 - pos) * w).sum()
-    rank_sum = (ranks * pos * w).sum()
-    return (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)

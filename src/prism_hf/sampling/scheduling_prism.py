@@ -169,7 +169,7 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
     Args:
         unmasking (`str`, defaults to `"confidence"`):
             Which masked positions are filled first: `"confidence"`, `"margin"`, `"entropy"` or `"random"`
-            (see `prism_hf.unmasking`).
+            (see `prism_hf.sampling.unmasking`).
         remasking (`str`, defaults to `"prism"`):
             `"none"` (vanilla MDM), `"prism"` (lowest quality first), `"random"`, `"confidence"` (lowest unmasking
             probability first), or ReMDM's `"remdm_cap"`, `"remdm_rescale"`, `"remdm_conf"`, `"remdm_loop"`.

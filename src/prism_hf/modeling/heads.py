@@ -43,7 +43,7 @@ def get_head_class(name: str) -> Type["QualityHead"]:
     except KeyError:
         raise ValueError(
             f"head_type={name!r} is not a known quality head; valid head types: {sorted(HEAD_REGISTRY)}. "
-            "Add one with `@prism_hf.heads.register_head('name')` on a `QualityHead` subclass."
+            "Add one with `@prism_hf.modeling.heads.register_head('name')` on a `QualityHead` subclass."
         ) from None
 
 

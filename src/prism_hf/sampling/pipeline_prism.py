@@ -30,7 +30,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .families import UnknownFamilyError, family_for_model, get_family, resolve_mask_token_id, vocab_size_of
+from ..modeling.families import UnknownFamilyError, family_for_model, get_family, resolve_mask_token_id, vocab_size_of
 from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint
 from .scheduling_prism import PrismScheduler
 
@@ -99,8 +99,8 @@ class PrismPipeline(DiffusionPipeline):
     Example:
         ```python
         >>> from prism_hf import PrismForMaskedDiffusion
-        >>> from prism_hf.pipeline_prism import PrismPipeline
-        >>> from prism_hf.scheduling_prism import PrismScheduler
+        >>> from prism_hf.sampling import PrismPipeline
+        >>> from prism_hf.sampling import PrismScheduler
         >>> from prism_hf.testing import tiny_llada
         >>> import torch
 
@@ -341,7 +341,7 @@ class PrismPipeline(DiffusionPipeline):
                 "native LLaDA and Dream ports have one; BERT-style models and MDLM do not). Use kv_cache='none' "
                 "(PrismScheduler.from_config(pipe.scheduler.config, kv_cache='none'))."
             )
-        from .models.cache import BlockKVCache
+        from ..models.cache import BlockKVCache
 
         return BlockKVCache()
 

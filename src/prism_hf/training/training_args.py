@@ -9,7 +9,7 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
-from .configuration_prism import BACKBONE_TRAINING_MODES
+from ..modeling.configuration_prism import BACKBONE_TRAINING_MODES
 from .losses import UPDATE_SELECTIONS
 
 __all__ = ["MaskedDiffusionTrainingArguments", "PrismTrainingArguments"]

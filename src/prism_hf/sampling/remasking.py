@@ -17,7 +17,7 @@ Two kinds of remasking rules exist, both registered by name in [`REMASKING_RULES
 A new rule is one class plus a test:
 
 ```python
-from prism_hf.remasking import CountRemaskingRule, register_remasking_rule
+from prism_hf.sampling.remasking import CountRemaskingRule, register_remasking_rule
 
 
 @register_remasking_rule("oldest_first")
@@ -118,7 +118,7 @@ def get_remasking_rule(name: str) -> "RemaskingRule":
         hint = f" {llada_remasking_hint(name)}" if name in LLADA_REMASKING_NAMES and name not in REMASKING_RULES else ""
         raise ValueError(
             f"remasking={name!r} is not a known remasking rule; valid rules: {sorted(REMASKING_RULES)}. "
-            f"Add one with `@prism_hf.remasking.register_remasking_rule('name')`.{hint}"
+            f"Add one with `@prism_hf.sampling.remasking.register_remasking_rule('name')`.{hint}"
         ) from None
 
 
@@ -129,7 +129,7 @@ def get_remask_schedule(name: str) -> "RemaskSchedule":
     except (KeyError, TypeError):
         raise ValueError(
             f"remask_schedule={name!r} is not a known remask count schedule; valid schedules: "
-            f"{sorted(REMASK_SCHEDULES)}. Add one with `@prism_hf.remasking.register_remask_schedule('name')`."
+            f"{sorted(REMASK_SCHEDULES)}. Add one with `@prism_hf.sampling.remasking.register_remask_schedule('name')`."
         ) from None
 
 

@@ -144,7 +144,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
                 raise AttributeError(
                     f"Family {self.family.name!r} expects the last hidden state at backbone.{path}, but "
                     f"{type(module).__name__} has no attribute {part!r}. Re-register the family with the right "
-                    "`hidden_state_module` (prism_hf.families.replace_family)."
+                    "`hidden_state_module` (prism_hf.modeling.families.replace_family)."
                 )
             module = getattr(module, part)
         return module

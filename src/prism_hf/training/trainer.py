@@ -1,7 +1,7 @@
 """Trainers: [`MDMTrainer`] (plain masked diffusion) and [`PrismTrainer`] (PRISM self-correction fine-tuning).
 
 Both are `transformers.Trainer` subclasses: distributed training, mixed precision, gradient accumulation,
-checkpointing and logging integrations work as usual. The loss math lives in [`prism_hf.losses`]; the
+checkpointing and logging integrations work as usual. The loss math lives in [`prism_hf.training.losses`]; the
 trainers only move batches into it and bookkeep metrics.
 """
 
@@ -18,10 +18,10 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
-from .data import MaskedDiffusionCollator
-from .families import UnknownFamilyError, family_for_model
+from .collator import MaskedDiffusionCollator
+from ..modeling.families import UnknownFamilyError, family_for_model
 from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
-from .modeling_prism import (
+from ..modeling.modeling_prism import (
     ADAPTER_DIRNAME,
     CHECKPOINT_WEIGHTS_NAME,
     PrismForMaskedDiffusion,
@@ -196,7 +196,7 @@ class MDMTrainer(Trainer):
             )
         if "maskable" not in inputs:
             raise ValueError(
-                f"The batch has no `maskable` tensor (keys: {sorted(inputs)}). Use prism_hf.data.MaskedDiffusionCollator "
+                f"The batch has no `maskable` tensor (keys: {sorted(inputs)}). Use prism_hf.training.collator.MaskedDiffusionCollator "
                 "(the default data_collator) or add a boolean `maskable` (B, L) to your collator's output."
             )
         seq_len = inputs["input_ids"].shape[1]

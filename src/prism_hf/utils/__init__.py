@@ -1,0 +1,1 @@
+"""Small helpers shared by the model core, training and sampling."""

@@ -1,0 +1,84 @@
+"""Checkpoints, scheduler configs and import paths of the release before the package was regrouped still work.
+
+``tests/fixtures/release_0_1_0`` was written by ``make_fixture.py`` (in that folder) with prism_hf 0.1.0 as it was
+before ``modeling/``, ``training/`` and ``sampling/`` existed (commit 6a70737 plus docs). The expected figures
+were computed by that release on the machine that wrote them; the tolerances below come from float32 and the
+size of the reductions (width 16), not from one machine.
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURE = Path(__file__).parent / "fixtures" / "release_0_1_0"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+# float32 outputs of a 1-layer width-16 model: reductions of at most 48 terms, values of order 1.
+ATOL = 8 * torch.finfo(torch.float32).eps * 48**0.5 * 10
+
+OLD_PATHS = {
+    "prism_hf.configuration_prism": "prism_hf.modeling.configuration_prism",
+    "prism_hf.modeling_prism": "prism_hf.modeling.modeling_prism",
+    "prism_hf.heads": "prism_hf.modeling.heads",
+    "prism_hf.families": "prism_hf.modeling.families",
+    "prism_hf.trainer": "prism_hf.training.trainer",
+    "prism_hf.losses": "prism_hf.training.losses",
+    "prism_hf.data": "prism_hf.training.collator",
+    "prism_hf.training_args": "prism_hf.training.training_args",
+    "prism_hf.scheduling_prism": "prism_hf.sampling.scheduling_prism",
+    "prism_hf.pipeline_prism": "prism_hf.sampling.pipeline_prism",
+    "prism_hf.remasking": "prism_hf.sampling.remasking",
+    "prism_hf.unmasking": "prism_hf.sampling.unmasking",
+}
+
+
+@pytest.mark.parametrize("old,new", sorted(OLD_PATHS.items()))
+def test_old_module_paths_are_the_new_modules(old, new):
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+def test_public_names_of_the_previous_release_import():
+    import prism_hf
+
+    for name in ["PrismConfig", "PrismForMaskedDiffusion", "PrismModelOutput", "BackboneFamily", "register_family",
+                 "get_family", "QualityHead", "register_head", "HEAD_REGISTRY", "PrismScheduler", "PrismPipeline",
+                 "PrismPipelineOutput", "PrismSchedulerOutput", "register_unmasking_rule", "register_remasking_rule",
+                 "register_remask_schedule", "MDMTrainer", "PrismTrainer", "MaskedDiffusionTrainingArguments",
+                 "PrismTrainingArguments", "MaskedDiffusionCollator", "LLaDAConfig", "LLaDAModelLM", "DreamConfig",
+                 "DreamModel", "MDLMConfig", "MDLMForMaskedLM"]:
+        assert getattr(prism_hf, name) is not None, name
+    from prism_hf.losses import binary_auroc, forward_mask, mdm_loss, prism_step  # noqa: F401
+    from prism_hf.pipeline_prism import PrismPipeline
+    from prism_hf.scheduling_prism import PrismScheduler
+
+    assert PrismPipeline is prism_hf.PrismPipeline and PrismScheduler is prism_hf.PrismScheduler
+
+
+@pytest.mark.parametrize("name", ["llada-mlp", "bert-linear"])
+def test_checkpoints_of_the_previous_release_load_and_agree(name):
+    from prism_hf import PrismForMaskedDiffusion
+
+    model = PrismForMaskedDiffusion.from_pretrained(FIXTURE / name)
+    model.eval()
+    ids = torch.tensor(EXPECTED["input_ids"])
+    with torch.no_grad():
+        out = model(ids)
+    expected = EXPECTED[name]
+    torch.testing.assert_close(out.quality_logits.double(), torch.tensor(expected["quality_logits"], dtype=torch.float64),
+                               atol=ATOL, rtol=0)
+    assert abs(float(out.logits.double().sum()) - expected["logits_sum"]) <= ATOL * out.logits.numel() ** 0.5
+
+
+def test_scheduler_config_and_a_greedy_run_of_the_previous_release():
+    from prism_hf import PrismForMaskedDiffusion, PrismPipeline, PrismScheduler
+
+    scheduler = PrismScheduler.from_pretrained(FIXTURE / "scheduler")
+    assert scheduler.config.remasking == "prism" and scheduler.config.num_remask == 1
+    model = PrismForMaskedDiffusion.from_pretrained(FIXTURE / "llada-mlp")
+    model.eval()
+    pipe = PrismPipeline(model=model, scheduler=scheduler)
+    result = pipe(input_ids=torch.tensor([[5, 9, 12]]), gen_length=8, num_inference_steps=8, block_length=4,
+                  output_type="seq", show_progress=False)
+    assert result.sequences.tolist() == EXPECTED["pipeline"]["sequences"]
