@@ -1,0 +1,8 @@
+"""``prism_hf.data`` moved to ``prism_hf.training.collator``; this path stays an alias of that module (the same module
+object, so imports, ``isinstance`` checks and patches through either path agree)."""
+
+import sys
+
+from .training import collator as _module
+
+sys.modules[__name__] = _module
