@@ -20,8 +20,10 @@ Adding a family is one call to [`register_family`]; nothing else in the library 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -31,8 +33,15 @@ __all__ = [
     "get_family",
     "registered_families",
     "family_for_model",
+    "mask_token_id_for",
     "resolve_mask_token_id",
+    "aligned_logits",
+    "max_length_of",
     "hidden_size_of",
+    "vocab_size_of",
+    "enable_gradient_checkpointing",
+    "MAX_LENGTH_ATTRS",
+    "MaskTokenNotFoundError",
     "UnknownFamilyError",
 ]
 
@@ -238,6 +247,15 @@ def get_family(model_type: str) -> BackboneFamily:
 
 
 def family_for_model(model: torch.nn.Module) -> BackboneFamily:
+    """The family of a backbone model (or of a [`PrismForMaskedDiffusion`], a PEFT or DDP wrapper of either).
+
+    Raises:
+        [`UnknownFamilyError`]: the model has no ``config.model_type``, or it is not registered.
+    """
+    model = _unwrap(model)
+    family = getattr(model, "family", None)
+    if isinstance(family, BackboneFamily):
+        return family
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
@@ -248,55 +266,284 @@ def family_for_model(model: torch.nn.Module) -> BackboneFamily:
     return get_family(model_type)
 
 
+# ----- reading backbone facts off a model or a config ----------------------------------------------------
+#: Config attributes that hold a model's longest sequence, in the order they are tried.
+MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len",
+                    "n_ctx", "seq_length")
+#: Config attributes that hold the width of the last hidden state, in the order they are tried.
+HIDDEN_SIZE_ATTRS = ("hidden_size", "d_model", "hidden_dim", "n_embd", "dim")
+#: Config attributes that hold the vocabulary size, in the order they are tried.
+VOCAB_SIZE_ATTRS = ("vocab_size", "embedding_size", "padded_vocab_size")
+
+
+class MaskTokenNotFoundError(ValueError):
+    """Raised by [`mask_token_id_for`] when no source knows the mask token id (a `ValueError`)."""
+
+
+def _unwrap(model: Any) -> Any:
+    """The model inside distributed and compile wrappers (``.module`` of DDP / DeepSpeed, ``._orig_mod`` of
+    `torch.compile`); a PEFT wrapper is kept (it forwards ``config`` and the call to the model it wraps)."""
+    for _ in range(8):
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, torch.nn.Module) and isinstance(getattr(model, "module", None), torch.nn.Module):
+            inner = model.module
+        if inner is None:
+            return model
+        model = inner
+    return model
+
+
+def _is_prism(model: Any) -> bool:
+    from .modeling_prism import PrismForMaskedDiffusion
+
+    return isinstance(model, PrismForMaskedDiffusion)
+
+
+def _as_config(value: Any) -> Any:
+    """A config object (a stored ``backbone_config`` dict becomes a namespace, so that ``getattr`` reads it)."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**value)
+    return value
+
+
+def _configs_of(model_or_config: Any) -> List[Any]:
+    """The configs to read, in order: a PRISM model's (or `PrismConfig`'s) own first, then its backbone's, each
+    followed by its nested ``text_config`` (multimodal configs keep the language model's fields there)."""
+    item = _unwrap(model_or_config)
+    configs: List[Any] = []
+    if isinstance(item, torch.nn.Module):
+        configs.append(getattr(item, "config", None))
+        if _is_prism(item):
+            configs.append(item._raw_backbone().config)
+    else:
+        configs.append(_as_config(item))
+    if getattr(configs[0], "model_type", None) == "prism" and not isinstance(item, torch.nn.Module):
+        configs.append(_as_config(getattr(configs[0], "backbone_config", None)))
+    found: List[Any] = []
+    for config in configs:
+        if config is None:
+            continue
+        found.append(config)
+        nested = _as_config(getattr(config, "text_config", None))
+        if nested is not None:
+            found.append(nested)
+    return found
+
+
+def _first_positive_int(configs: List[Any], attrs: Tuple[str, ...]) -> Optional[int]:
+    for config in configs:
+        for attr in attrs:
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _family_of(model_or_config: Any) -> Optional[BackboneFamily]:
+    """The registered family of a model or config, or `None` for one outside the registry."""
+    item = _unwrap(model_or_config)
+    if isinstance(item, torch.nn.Module):
+        try:
+            return family_for_model(item)
+        except UnknownFamilyError:
+            return None
+    config = _as_config(item)
+    model_type = getattr(config, "backbone_family", None) if getattr(config, "model_type", None) == "prism" else None
+    model_type = model_type or getattr(config, "model_type", None)
+    return _REGISTRY.get(model_type) if isinstance(model_type, str) else None
+
+
 def hidden_size_of(config: Any) -> int:
-    """Width of the backbone's last hidden state, from the usual config attribute names."""
-    for attr in ("hidden_size", "d_model", "hidden_dim", "n_embd", "dim"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(
-        f"Cannot find the hidden size in the backbone config of type {type(config).__name__}; expected one of "
-        "hidden_size, d_model, hidden_dim, n_embd, dim. Pass `hidden_size=` to `from_backbone`."
-    )
+    """Width of the backbone's last hidden state, from the usual config attribute names.
+
+    Args:
+        config: A backbone config (read with its nested ``text_config``), a [`PrismConfig`] or a model.
+
+    Returns:
+        `int`: the first of ``hidden_size``, ``d_model``, ``hidden_dim``, ``n_embd``, ``dim`` that is a positive int.
+    """
+    value = _first_positive_int(_configs_of(config), HIDDEN_SIZE_ATTRS)
+    if value is None:
+        raise ValueError(
+            f"Cannot find the hidden size in the backbone config of type {type(config).__name__}; expected one of "
+            "hidden_size, d_model, hidden_dim, n_embd, dim. Pass `hidden_size=` to `from_backbone`."
+        )
+    return value
 
 
 def vocab_size_of(config: Any) -> Optional[int]:
-    for attr in ("vocab_size", "embedding_size", "padded_vocab_size"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    """Size of the output vocabulary (``vocab_size``, ``embedding_size`` or ``padded_vocab_size``) of a config or a
+    model; `None` when the config does not say."""
+    return _first_positive_int(_configs_of(config), VOCAB_SIZE_ATTRS)
+
+
+def max_length_of(config_or_model: Any) -> Optional[int]:
+    """Longest sequence a model accepts, from its config (a PRISM model's backbone config included).
+
+    Args:
+        config_or_model: A model (a [`PrismForMaskedDiffusion`], a backbone, a PEFT or DDP wrapper of either) or a
+            config ([`PrismConfig`] included).
+
+    Returns:
+        `int` or `None`: the first positive int among ``MAX_LENGTH_ATTRS`` (``max_position_embeddings``,
+        ``max_sequence_length``, ``model_length``, ``n_positions``, ``max_seq_len``, ``n_ctx``, ``seq_length``);
+        `None` when the config names none.
+    """
+    return _first_positive_int(_configs_of(config_or_model), MAX_LENGTH_ATTRS)
+
+
+def mask_token_id_for(model_or_config: Any, tokenizer: Any = None, mask_token_id: Optional[int] = None) -> int:
+    """The mask token id of a model, the one answer for the model, the trainers, the pipeline and the examples.
+
+    Precedence: the explicit ``mask_token_id``, then what the model or config records (a PRISM model's
+    ``config.mask_token_id``, a backbone config's family attribute, e.g. ``mask_token_id``), then the family's
+    default rule (MDLM: the last vocabulary id), then the tokenizer's ``mask_token_id``. The result is checked
+    against the vocabulary.
+
+    Args:
+        model_or_config: A [`PrismForMaskedDiffusion`], a raw backbone (LLaDA, Dream, MDLM, BERT, any model with a
+            ``config``; PEFT and DDP wrappers too), or a config ([`PrismConfig`] or a backbone config).
+        tokenizer (*optional*): Its ``mask_token_id`` is the last resort.
+        mask_token_id (`int`, *optional*): Wins over every other source.
+
+    Returns:
+        `int`: an id in ``0..vocab_size - 1``.
+
+    Raises:
+        [`MaskTokenNotFoundError`] (a `ValueError`) when no source has one; `ValueError` for an id that is not an
+        int or lies outside the vocabulary.
+    """
+    family = _family_of(model_or_config)
+    configs = _configs_of(model_or_config)
+    name = type(_unwrap(model_or_config)).__name__
+    return _resolve_mask_token_id(family, configs, tokenizer, mask_token_id, name)
 
 
 def resolve_mask_token_id(
     family: BackboneFamily, config: Any, tokenizer: Any = None, mask_token_id: Optional[int] = None
 ) -> int:
-    """Find the mask token id: explicit argument, then the backbone config, then the tokenizer, then
-    the family rule. Raises a `ValueError` that lists where it looked when none has it."""
-    source = "argument mask_token_id"
-    if mask_token_id is None:
-        mask_token_id = getattr(config, family.mask_token_id_attr, None)
-        source = f"backbone config `{family.mask_token_id_attr}`"
-    if mask_token_id is None and tokenizer is not None:
-        mask_token_id = getattr(tokenizer, "mask_token_id", None)
-        source = "tokenizer `mask_token_id`"
-    if mask_token_id is None and family.default_mask_token_id is not None:
-        mask_token_id = family.default_mask_token_id(config)
-        source = f"family {family.name!r} rule"
-    if mask_token_id is None:
-        raise ValueError(
-            f"mask_token_id=None: no mask token is known for this {family.name!r} backbone. It was not given, the "
-            f"backbone config has no `{family.mask_token_id_attr}`, and no tokenizer with a mask token was passed. "
-            "Pass `mask_token_id=<id>` (an id inside the vocabulary) or `tokenizer=`."
+    """The mask token id of a backbone ``config`` of ``family``, with [`mask_token_id_for`]'s precedence (explicit
+    argument, config, family rule, tokenizer). Kept for callers that hold a family and a config."""
+    return _resolve_mask_token_id(family, _configs_of(config), tokenizer, mask_token_id, type(config).__name__)
+
+
+def _resolve_mask_token_id(
+    family: Optional[BackboneFamily], configs: List[Any], tokenizer: Any, mask_token_id: Any, name: str
+) -> int:
+    attr = family.mask_token_id_attr if family is not None else "mask_token_id"
+    found, source = mask_token_id, "argument mask_token_id"
+    for config in configs:
+        for key in dict.fromkeys((attr, "mask_token_id")):
+            if found is None:
+                found, source = getattr(config, key, None), f"config `{key}` of {type(config).__name__}"
+    if found is None and family is not None and family.default_mask_token_id is not None:
+        backbone_config = next((c for c in configs if getattr(c, "model_type", None) != "prism"), None)
+        found, source = family.default_mask_token_id(backbone_config), f"family {family.name!r} rule"
+    if found is None and tokenizer is not None:
+        found, source = getattr(tokenizer, "mask_token_id", None), "tokenizer `mask_token_id`"
+    if found is None:
+        what = f"{family.name!r} backbone" if family is not None else f"{name} model"
+        raise MaskTokenNotFoundError(
+            f"mask_token_id=None: no mask token is known for this {what}. It was not given, its config has no "
+            f"`{attr}`, its family has no default rule, and no tokenizer with a mask token was passed. Pass "
+            "`mask_token_id=<id>` (an id inside the vocabulary) or `tokenizer=`."
         )
-    if not isinstance(mask_token_id, int) or isinstance(mask_token_id, bool):
-        raise ValueError(f"mask_token_id={mask_token_id!r} (from {source}) must be an int.")
-    vocab = vocab_size_of(config)
-    if mask_token_id < 0 or (vocab is not None and mask_token_id >= vocab):
+    if isinstance(found, bool) or not isinstance(found, numbers.Integral):
+        raise ValueError(f"mask_token_id={found!r} (from {source}) is not valid; it must be an int.")
+    found = int(found)
+    vocab = _first_positive_int(configs, VOCAB_SIZE_ATTRS)
+    if found < 0 or (vocab is not None and found >= vocab):
         raise ValueError(
-            f"mask_token_id={mask_token_id} (from {source}) is outside the vocabulary: valid ids are 0..{vocab - 1 if vocab else '?'}."
+            f"mask_token_id={found} (from {source}) is outside the vocabulary: valid ids are "
+            f"0..{vocab - 1 if vocab else '?'}."
         )
-    return mask_token_id
+    return found
+
+
+# ----- running a backbone ----------------------------------------------------------------------------------
+def aligned_logits(
+    model: torch.nn.Module,
+    input_ids: torch.LongTensor,
+    attention_mask: Optional[torch.Tensor] = None,
+    **forward_kwargs: Any,
+) -> torch.Tensor:
+    """One forward of any supported model, returning logits aligned so that position ``i`` predicts token ``i``.
+
+    A [`PrismForMaskedDiffusion`] returns its (already aligned) ``.logits``. A registered backbone is called with its
+    family's inputs (the padding mask in the family's convention, MDLM's ``timesteps``, ...) and its logits are
+    shifted back for a shifted family (Dream). A model outside the registry is called with ``input_ids`` and
+    ``attention_mask`` and its ``.logits`` (or first output) are returned as they are. DDP, `torch.compile` and
+    PEFT wrappers are called as such (so that gradients synchronise) and inspected through.
+
+    Args:
+        model (`torch.nn.Module`): The model.
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): Token ids.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real tokens, 0 for
+            padding. With a ``cache`` whose window is set, the padding mask of the whole cached sequence.
+        forward_kwargs: Passed on to the forward. ``cache`` (a [`~prism_hf.models.cache.BlockKVCache`]) is handled as
+            [`PrismForMaskedDiffusion.forward`] does: without a window this forward fills it; with a window set,
+            ``input_ids`` are the window's tokens and the window's outputs are returned *unaligned* (see
+            [`BackboneFamily.window_for`]).
+
+    Returns:
+        `torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)` (`(batch_size, W, vocab_size)` for a
+        window).
+    """
+    inner = _unwrap(model)
+    if _is_prism(inner):
+        return model(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits
+    family = _family_of(inner)
+    cache = forward_kwargs.pop("cache", None)
+    window = cache is not None and getattr(cache, "window", None) is not None
+    if family is None:
+        if cache is not None:
+            raise ValueError(
+                f"cache=: the {type(inner).__name__} model is outside the family registry, which decides how a cached "
+                "forward is called; register its family or run it without a cache."
+            )
+        inputs = {"input_ids": input_ids} if attention_mask is None else {"input_ids": input_ids, "attention_mask": attention_mask}
+    elif window:
+        inputs = family.window_inputs(input_ids, attention_mask, cache)
+    else:
+        inputs = family.backbone_inputs(input_ids, attention_mask)
+        if cache is not None:
+            inputs["cache"] = cache
+    output = model(**inputs, **forward_kwargs)
+    logits = output if isinstance(output, torch.Tensor) else getattr(output, family.logits_attr if family else "logits", None)
+    if logits is None:
+        logits = output[0]
+    return logits if family is None or window else family.align(logits)
+
+
+def enable_gradient_checkpointing(
+    model: torch.nn.Module,
+    activation_checkpointing_kwargs: Optional[Dict[str, Any]] = None,
+    every_n_layers: int = 1,
+    offload: bool = False,
+) -> None:
+    """Recompute the backbone's layers in the backward pass instead of keeping their activations (transformers 5's
+    ``activation_checkpointing_enable``).
+
+    Works on a backbone, a PEFT-wrapped backbone and a [`PrismForMaskedDiffusion`] (whose small quality head is not
+    checkpointed). Behind a PEFT adapter the embedding layer is frozen, so its output is made to require grad:
+    the checkpointed blocks would otherwise see inputs without grad and train nothing.
+
+    Args:
+        model (`torch.nn.Module`): The model.
+        activation_checkpointing_kwargs (`dict`, *optional*): Passed to `torch.utils.checkpoint.checkpoint`.
+        every_n_layers (`int`): Checkpoint every n-th layer only (transformers' meaning).
+        offload (`bool`): Keep the saved activations in host memory.
+    """
+    inner = _unwrap(model)
+    wrapped = inner.backbone if _is_prism(inner) else inner
+    raw = wrapped.get_base_model() if hasattr(wrapped, "get_base_model") else wrapped
+    if not getattr(raw, "supports_gradient_checkpointing", False):
+        raise ValueError(f"The {type(raw).__name__} backbone does not support gradient checkpointing.")
+    raw.activation_checkpointing_enable(
+        activation_checkpointing_kwargs=activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload
+    )
+    if raw is not wrapped:
+        raw.enable_input_require_grads()
 
 
 def _last_vocab_id(config: Any) -> Optional[int]:
