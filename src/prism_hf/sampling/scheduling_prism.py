@@ -41,6 +41,7 @@ from .remasking import (
     get_remask_schedule,
     get_remasking_rule,
 )
+from ..utils.token_sampling import CONFIDENCE_SOURCES, TOP_P_MODES, TokenDraw, sample_tokens, top_p_filter
 from .unmasking import get_unmasking_rule
 
 __all__ = [
@@ -48,47 +49,10 @@ __all__ = [
     "KV_CACHE_MODES",
 ]
 
-# Vocabularies up to this size take the short-row sampling path (see `PrismScheduler.sample_tokens`).
-_SHORT_VOCAB = 64
-
-#: ``top_p_mode`` values: which tokens a nucleus keeps (see [`top_p_filter`]).
-TOP_P_MODES = ("transformers", "mdlm")
 #: ``unmask_schedule`` values: how a block's clean count grows step by step.
 UNMASK_SCHEDULES = ("ceil", "llada")
-#: ``confidence_source`` values: which distribution the unmasking scores and ``token_confidence`` read.
-CONFIDENCE_SOURCES = ("model", "sampling")
 #: ``kv_cache`` values: how the pipeline reuses keys and values within a block (see `docs/sampling.md`).
 KV_CACHE_MODES = ("none", "prefix", "dual")
-
-
-def top_p_filter(logits: torch.Tensor, top_p: Optional[float], mode: str = "transformers") -> torch.Tensor:
-    """Set the logits outside the nucleus of ``softmax(logits)`` to ``-inf`` (the most likely token always stays).
-
-    Args:
-        logits (`torch.Tensor` of shape `(..., vocab_size)`): Logits (already divided by any temperature).
-        top_p (`float`, *optional*): Nucleus mass in ``(0, 1]``; `None` or 1 keeps everything.
-        mode (`str`): ``"transformers"`` keeps the smallest set of most likely tokens whose mass reaches ``top_p``
-            (the token that crosses ``top_p`` stays; transformers' ``TopPLogitsWarper``). ``"mdlm"`` keeps the
-            tokens whose cumulative mass, themselves included, is at most ``top_p`` (the crossing token goes), as the
-            public MDLM, ReMDM and PRISM text samplers do.
-
-    Returns:
-        `torch.Tensor`: The filtered logits, same shape (a new tensor).
-    """
-    if mode not in TOP_P_MODES:
-        raise ValueError(f"top_p_mode={mode!r} is not valid; choose one of {list(TOP_P_MODES)}.")
-    if top_p is None or top_p >= 1.0:
-        return logits
-    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
-    sorted_probs = sorted_logits.softmax(-1)
-    cumulative = sorted_probs.cumsum(-1)
-    if mode == "transformers":
-        drop_sorted = (cumulative - sorted_probs) >= top_p  # the tokens ranked above already reach top_p
-    else:
-        drop_sorted = cumulative > top_p
-        drop_sorted[..., 0] = False
-    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
 
 
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
@@ -422,39 +386,15 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
         return torch.div(num_generated * done + steps - 1, steps, rounding_mode="floor")  # ceil(n * (k + 1) / S)
 
     # ----- sampling -----------------------------------------------------------------------------------------
-    def _filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
-            kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        return top_p_filter(logits, cfg.top_p, cfg.top_p_mode)
-
-    def _filters_active(self, vocab_size: int) -> bool:
-        cfg = self.config
-        return (cfg.top_k is not None and cfg.top_k < vocab_size) or (cfg.top_p is not None and cfg.top_p < 1.0)
-
-    @staticmethod
-    def _softmax(logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-1] <= _SHORT_VOCAB:  # short rows: max + exp + sum beats PyTorch's CPU softmax kernel
-            unnormalised = (logits - logits.amax(-1, keepdim=True)).exp_()
-            return unnormalised / unnormalised.sum(-1, keepdim=True)
-        return logits.softmax(-1)
-
-    @staticmethod
-    def _drop_token(logits: torch.Tensor, token_id: int, inplace: bool) -> torch.Tensor:
-        index = torch.tensor([token_id], device=logits.device)
-        if inplace:
-            return logits.index_fill_(-1, index, float("-inf"))
-        return logits.index_fill(-1, index, float("-inf"))
-
     def sample_tokens(
         self,
         logits: torch.Tensor,
         generator: Optional[torch.Generator] = None,
         mask_token_id: Optional[int] = None,
         inplace: bool = False,
-    ) -> Tuple[torch.LongTensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Draw one token per position (never the mask token itself).
+    ) -> TokenDraw:
+        """Draw one token per position (never the mask token itself), with the scheduler's temperature, filters and
+        ``confidence_source`` ([`~prism_hf.utils.token_sampling.sample_tokens`]).
 
         Args:
             logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
@@ -463,49 +403,17 @@ class PrismScheduler(SchedulerMixin, ConfigMixin):
             inplace (`bool`): ``logits`` is a scratch copy that may be overwritten (saves a copy of `(B, L, V)`).
 
         Returns:
-            `(sampled_tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the posterior
+            [`~prism_hf.utils.token_sampling.TokenDraw`], a named tuple `(tokens, token_prob, probs)`: the tokens `(B, L)`, their probability `(B, L)` under the posterior
             named by ``confidence_source`` (the model's untempered one, or the tempered and filtered one they were
             drawn from), and that full posterior `(B, L, V)` when the unmasking rule reads it (else `None`). The mask
             token has probability 0 in both.
         """
-        inplace = inplace or logits.dtype != torch.float32  # .float() of another dtype is a fresh copy too
-        logits = logits.float()
-        vocab_size = logits.shape[-1]
-        has_mask_column = mask_token_id is not None and 0 <= mask_token_id < vocab_size
-        temperature = self.config.temperature
-        if temperature > 0:
-            if has_mask_column:  # before top-k / top-p, so the filters never keep only the mask token
-                logits = self._drop_token(logits, mask_token_id, inplace)
-            draw_logits = self._filter_logits(logits / temperature if temperature != 1.0 else logits)
-            draw_probs = self._softmax(draw_logits)
-            # Inverse-CDF draw: one uniform per position (cheaper on CPU than a Gumbel / exponential race over V).
-            cdf = draw_probs.cumsum(-1)
-            u = torch.rand(draw_probs.shape[:-1] + (1,), device=draw_probs.device, generator=generator, dtype=cdf.dtype)
-            sampled = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1).clamp_(max=vocab_size - 1)
-            probs = draw_probs
-            if self.config.confidence_source == "model" and (temperature != 1.0 or self._filters_active(vocab_size)):
-                # Order by the model's own posterior, as LLaDA's generate, the official PRISM sampler and Fast-dLLM do:
-                # the temperature and the filters shape the draw, not which masks are filled first.
-                probs = self._softmax(logits)
-            token_prob = probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
-            return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
-        if vocab_size <= _SHORT_VOCAB:
-            # Short rows (Sudoku: 11 tokens): PyTorch's CPU softmax / topk kernels cost far more per row than the
-            # math, so use max + exp + sum; the drawn (argmax) token has exp(0) = 1, so its probability is 1 / sum.
-            if has_mask_column:
-                logits = self._drop_token(logits, mask_token_id, inplace)
-            best, sampled = logits.max(-1)
-            unnormalised = (logits - best.unsqueeze(-1)).exp_()
-            total = unnormalised.sum(-1)
-            token_prob = total.reciprocal()
-            full = unnormalised / total.unsqueeze(-1) if self.unmasking_rule.needs_full_probs else None
-            return sampled, token_prob, full
-        # Long rows: softmax is one fused kernel (logsumexp-based forms cost several passes over (B, L, V)).
-        if has_mask_column:
-            logits = self._drop_token(logits, mask_token_id, inplace)
-        probs = logits.softmax(-1)
-        token_prob, sampled = probs.max(-1)
-        return sampled, token_prob, probs if self.unmasking_rule.needs_full_probs else None
+        cfg = self.config
+        return sample_tokens(
+            logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, top_p_mode=cfg.top_p_mode,
+            suppress_token_id=mask_token_id, confidence_source=cfg.confidence_source,
+            return_probs=self.unmasking_rule.needs_full_probs, generator=generator, inplace=inplace,
+        )
 
     def step(
         self,
