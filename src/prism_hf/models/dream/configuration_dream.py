@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 from transformers import PretrainedConfig
 
+from ...utils.validation import check_positive_float, check_positive_int, check_probability, check_supported, is_int
+
 __all__ = ["DreamConfig", "SUPPORTED_HIDDEN_ACTS", "SUPPORTED_ROPE_TYPES"]
 
 #: Activations of the MLP the port accepts: parameter-free functions of ``transformers.activations.ACT2FN``, the
@@ -26,15 +28,13 @@ _FIXED_OPTIONS = {
 }
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive int.")
+_PORT = "the native Dream port"
 
 
 def _check_token_id(name: str, value: Any, vocab_size: int, allow_none: bool) -> None:
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < vocab_size:
+    if not is_int(value) or not 0 <= value < vocab_size:
         valid = f"an int in [0, {vocab_size - 1}] (vocab_size={vocab_size})" + (" or None" if allow_none else "")
         raise ValueError(f"{name}={value!r} is outside the vocabulary; it must be {valid}.")
 
@@ -65,10 +65,61 @@ def _rope_parameters(
             f"rope_theta={rope_theta!r} disagrees with rope_parameters['rope_theta']={params['rope_theta']!r}; pass one."
         )
     theta = params.setdefault("rope_theta", 10000.0 if rope_theta is None else rope_theta)
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
-        raise ValueError(f"rope_theta={theta!r} must be a positive number.")
+    check_positive_float("rope_theta", theta)
     params["rope_theta"] = float(theta)
     return params
+
+
+def _check_sizes(sizes: Dict[str, Any]) -> None:
+    """Every size is a positive int, and the heads split the width into even head widths (``sizes``: the
+    `DreamConfig` arguments by name)."""
+    for name, value in sizes.items():
+        check_positive_int(name, value)
+    hidden_size, heads, kv_heads = sizes["hidden_size"], sizes["num_attention_heads"], sizes["num_key_value_heads"]
+    if hidden_size % heads or (hidden_size // heads) % 2:
+        raise ValueError(
+            f"hidden_size={hidden_size} and num_attention_heads={heads}: hidden_size must be a multiple "
+            "of num_attention_heads with an even head width (RoPE rotates pairs of channels), e.g. 3584 and 28."
+        )
+    if heads % kv_heads:
+        raise ValueError(
+            f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads} "
+            "(each key/value head serves a whole group of query heads)."
+        )
+
+
+def _check_options(hidden_act: str, use_sliding_window: bool, rms_norm_eps: Any, attention_dropout: Any,
+                   kwargs: Dict[str, Any]) -> None:
+    """Options the port implements only in part are refused outside that part (``kwargs``: the extra config fields)."""
+    check_supported("hidden_act", hidden_act, SUPPORTED_HIDDEN_ACTS, _PORT)
+    if use_sliding_window:
+        raise ValueError(
+            f"use_sliding_window={use_sliding_window!r}: sliding-window attention is not implemented by the native "
+            "Dream port (nor by the published Dream code); supported: [False]."
+        )
+    check_positive_float("rms_norm_eps", rms_norm_eps)
+    check_probability("attention_dropout", attention_dropout)
+    for name, (accepted, why) in _FIXED_OPTIONS.items():
+        check_supported(name, kwargs.get(name), accepted, _PORT, why)
+
+
+def _pop_hub_layout_fields(kwargs: Dict[str, Any], head_dim: int, num_hidden_layers: int) -> None:
+    """``head_dim`` and ``layer_types`` of a Hub config are accepted when they describe Dream's own layout (then
+    dropped: ``head_dim`` is derived, every layer attends to the whole sequence) and refused otherwise."""
+    if kwargs.get("head_dim") not in (None, head_dim):
+        raise ValueError(
+            f"head_dim={kwargs['head_dim']!r}: Dream's head width is hidden_size // num_attention_heads = {head_dim}; "
+            f"supported: [None, {head_dim}]."
+        )
+    kwargs.pop("head_dim", None)
+    layer_types = kwargs.pop("layer_types", None)
+    if layer_types is not None and (
+        len(layer_types) != num_hidden_layers or any(t != "full_attention" for t in layer_types)
+    ):
+        raise ValueError(
+            f"layer_types={layer_types!r}: every Dream layer attends to the whole sequence; supported: None or "
+            f"['full_attention'] * num_hidden_layers ({num_hidden_layers})."
+        )
 
 
 class DreamConfig(PretrainedConfig):
@@ -157,59 +208,15 @@ class DreamConfig(PretrainedConfig):
     ):
         if num_key_value_heads is None:  # as upstream: None means multi-head attention
             num_key_value_heads = num_attention_heads
-        for name, value in (
-            ("vocab_size", vocab_size), ("hidden_size", hidden_size), ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers), ("num_attention_heads", num_attention_heads),
-            ("num_key_value_heads", num_key_value_heads), ("max_position_embeddings", max_position_embeddings),
-        ):
-            _check_positive_int(name, value)
-        if hidden_size % num_attention_heads or (hidden_size // num_attention_heads) % 2:
-            raise ValueError(
-                f"hidden_size={hidden_size} and num_attention_heads={num_attention_heads}: hidden_size must be a multiple "
-                "of num_attention_heads with an even head width (RoPE rotates pairs of channels), e.g. 3584 and 28."
-            )
-        if num_attention_heads % num_key_value_heads:
-            raise ValueError(
-                f"num_key_value_heads={num_key_value_heads} must divide num_attention_heads={num_attention_heads} "
-                "(each key/value head serves a whole group of query heads)."
-            )
-        if hidden_act not in SUPPORTED_HIDDEN_ACTS:
-            raise ValueError(
-                f"hidden_act={hidden_act!r} is not implemented by the native Dream port; supported: "
-                f"{list(SUPPORTED_HIDDEN_ACTS)}."
-            )
-        if use_sliding_window:
-            raise ValueError(
-                f"use_sliding_window={use_sliding_window!r}: sliding-window attention is not implemented by the native "
-                "Dream port (nor by the published Dream code); supported: [False]."
-            )
-        if isinstance(rms_norm_eps, bool) or not isinstance(rms_norm_eps, (int, float)) or rms_norm_eps <= 0:
-            raise ValueError(f"rms_norm_eps={rms_norm_eps!r} must be a positive float.")
-        dropout_ok = isinstance(attention_dropout, (int, float)) and not isinstance(attention_dropout, bool)
-        if not dropout_ok or not 0 <= attention_dropout < 1:
-            raise ValueError(f"attention_dropout={attention_dropout!r} must be a float in [0, 1).")
+        _check_sizes(dict(
+            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+            num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
+        ))
+        _check_options(hidden_act, use_sliding_window, rms_norm_eps, attention_dropout, kwargs)
         _check_token_id("mask_token_id", mask_token_id, vocab_size, allow_none=False)
         _check_token_id("pad_token_id", pad_token_id, vocab_size, allow_none=True)
-        head_dim = hidden_size // num_attention_heads
-        if kwargs.get("head_dim") not in (None, head_dim):
-            raise ValueError(
-                f"head_dim={kwargs['head_dim']!r}: Dream's head width is hidden_size // num_attention_heads = {head_dim}; "
-                f"supported: [None, {head_dim}]."
-            )
-        kwargs.pop("head_dim", None)
-        layer_types = kwargs.pop("layer_types", None)
-        if layer_types is not None and (
-            len(layer_types) != num_hidden_layers or any(t != "full_attention" for t in layer_types)
-        ):
-            raise ValueError(
-                f"layer_types={layer_types!r}: every Dream layer attends to the whole sequence; supported: None or "
-                f"['full_attention'] * num_hidden_layers ({num_hidden_layers})."
-            )
-        for name, (accepted, why) in _FIXED_OPTIONS.items():
-            if kwargs.get(name) not in accepted:
-                raise ValueError(
-                    f"{name}={kwargs[name]!r} is not implemented by the native Dream port ({why}); supported: {list(accepted)}."
-                )
+        _pop_hub_layout_fields(kwargs, hidden_size // num_attention_heads, num_hidden_layers)
 
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size

@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
+from ...utils.validation import check_positive_float, check_positive_int, check_probability, check_supported, is_int
+
 __all__ = [
     "LLaDAConfig",
     "SUPPORTED_ACTIVATION_TYPES",
@@ -31,24 +33,7 @@ SUPPORTED_ACTIVATION_TYPES = ("silu", "gelu", "relu", "swiglu")
 SUPPORTED_INIT_FNS = ("normal", "mitchell", "kaiming_normal", "fan_in", "full_megatron")
 
 
-def _check_positive_int(name: str, value: Any, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name}={value!r} must be {allowed}.")
-
-
-def _check_probability(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}={value!r} must be a float in [0, 1).")
-
-
-def _check_choice(name: str, value: Any, supported: tuple, why: str = "") -> None:
-    if value not in supported:
-        raise ValueError(
-            f"{name}={value!r} is not implemented by the native LLaDA port{why}; supported values: {list(supported)}."
-        )
+_PORT = "the native LLaDA port"
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -238,11 +223,11 @@ class LLaDAConfig(PretrainedConfig):
     # ----- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> None:
         for name in ("d_model", "n_heads", "n_layers", "vocab_size", "max_sequence_length"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("n_kv_heads", "mlp_hidden_size", "embedding_size"):
-            _check_positive_int(name, getattr(self, name), optional=True)
+            check_positive_int(name, getattr(self, name), optional=True)
         if self.mlp_hidden_size is None:
-            _check_positive_int("mlp_ratio", self.mlp_ratio)
+            check_positive_int("mlp_ratio", self.mlp_ratio)
         if self.d_model % self.n_heads != 0 or (self.d_model // self.n_heads) % 2 != 0:
             raise ValueError(
                 f"d_model={self.d_model} and n_heads={self.n_heads}: d_model must be a multiple of n_heads with an even "
@@ -267,43 +252,26 @@ class LLaDAConfig(PretrainedConfig):
             )
         for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.vocab_size):
+            if value is not None and (not is_int(value) or not 0 <= value < self.vocab_size):
                 raise ValueError(
                     f"{name}={value!r} must be None or a token id inside the vocabulary, in [0, {self.vocab_size - 1}] "
                     f"(vocab_size={self.vocab_size}); LLaDA-8B's is "
                     f"{ {'mask_token_id': 126336, 'eos_token_id': 126081, 'pad_token_id': 126081}[name] }."
                 )
         for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
-            _check_probability(name, getattr(self, name))
-        if isinstance(self.rms_norm_eps, bool) or not isinstance(self.rms_norm_eps, (int, float)) or self.rms_norm_eps <= 0:
-            raise ValueError(f"rms_norm_eps={self.rms_norm_eps!r} must be a positive float.")
-        if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
-            raise ValueError(f"rope_theta={self.rope_theta!r} must be a positive float, e.g. 500000.0.")
+            check_probability(name, getattr(self, name))
+        check_positive_float("rms_norm_eps", self.rms_norm_eps)
+        check_positive_float("rope_theta", self.rope_theta, example="500000.0")
 
         # Options the port does not implement: refuse them rather than compute something else.
-        if self.alibi:
-            raise ValueError(
-                f"alibi={self.alibi!r} is not implemented by the native LLaDA port (the published forward asserts it "
-                "is off); supported values: [False]."
-            )
-        if not self.rope:
-            raise ValueError(
-                f"rope={self.rope!r} is not implemented by the native LLaDA port (the published forward asserts rotary "
-                "positions); supported values: [True]."
-            )
-        if self.clip_qkv is not None:
-            raise ValueError(
-                f"clip_qkv={self.clip_qkv!r} is not implemented by the native LLaDA port; supported values: [None]."
-            )
-        if self.block_group_size != 1:
-            raise ValueError(
-                f"block_group_size={self.block_group_size!r} is not implemented by the native LLaDA port (grouped "
-                "blocks have other parameter names); supported values: [1]."
-            )
-        _check_choice("block_type", self.block_type, SUPPORTED_BLOCK_TYPES)
-        _check_choice("layer_norm_type", self.layer_norm_type, SUPPORTED_LAYER_NORM_TYPES)
-        _check_choice("activation_type", self.activation_type, SUPPORTED_ACTIVATION_TYPES)
-        _check_choice("init_fn", self.init_fn, SUPPORTED_INIT_FNS)
+        check_supported("alibi", self.alibi or False, [False], _PORT, "the published forward asserts it is off")
+        check_supported("rope", self.rope, [True], _PORT, "the published forward asserts rotary positions")
+        check_supported("clip_qkv", self.clip_qkv, [None], _PORT)
+        check_supported("block_group_size", self.block_group_size, [1], _PORT, "grouped blocks have other parameter names")
+        check_supported("block_type", self.block_type, SUPPORTED_BLOCK_TYPES, _PORT)
+        check_supported("layer_norm_type", self.layer_norm_type, SUPPORTED_LAYER_NORM_TYPES, _PORT)
+        check_supported("activation_type", self.activation_type, SUPPORTED_ACTIVATION_TYPES, _PORT)
+        check_supported("init_fn", self.init_fn, SUPPORTED_INIT_FNS, _PORT)
         if self.activation_type == "swiglu":
             if self.block_type == "llama":
                 raise ValueError(

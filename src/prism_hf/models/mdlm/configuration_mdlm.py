@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ...utils.validation import check_positive_int, check_probability
+
 __all__ = ["MDLMConfig"]
-
-
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive int.")
 
 
 class MDLMConfig(PretrainedConfig):
@@ -58,18 +55,15 @@ class MDLMConfig(PretrainedConfig):
         time_conditioning: bool = False,
         **kwargs,
     ):
-        for name, value in (
-            ("vocab_size", vocab_size), ("model_length", model_length), ("hidden_dim", hidden_dim),
-            ("cond_dim", cond_dim), ("n_blocks", n_blocks), ("n_heads", n_heads),
-        ):
-            _check_positive_int(name, value)
+        for name, value in dict(vocab_size=vocab_size, model_length=model_length, hidden_dim=hidden_dim,
+                                cond_dim=cond_dim, n_blocks=n_blocks, n_heads=n_heads).items():
+            check_positive_int(name, value)
         if hidden_dim % n_heads != 0 or (hidden_dim // n_heads) % 2 != 0:
             raise ValueError(
                 f"hidden_dim={hidden_dim} and n_heads={n_heads}: hidden_dim must be a multiple of n_heads with an even "
                 "head width (rotary embeddings rotate pairs of channels), e.g. hidden_dim=768, n_heads=12."
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout!r} must be a float in [0, 1).")
+        check_probability("dropout", dropout)
         self.vocab_size = vocab_size
         self.model_length = model_length
         self.hidden_dim = hidden_dim
