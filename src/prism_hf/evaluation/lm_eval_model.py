@@ -53,8 +53,9 @@ from ..modeling.configuration_prism import PrismConfig
 from ..modeling.families import UnknownFamilyError, family_for_model, registered_families
 from ..modeling.modeling_prism import PrismForMaskedDiffusion, _as_torch_dtype, _load_backbone
 from ..sampling.pipeline_prism import PrismPipeline
-from ..sampling.remasking import REMASKING_RULES
-from ..sampling.scheduling_prism import PrismScheduler, _top_per_row
+from ..sampling.remasking import quality_head_error
+from ..sampling.scheduling_prism import PrismScheduler
+from ..sampling.unmasking import top_per_row
 
 __all__ = [
     "MC_SAMPLINGS",
@@ -184,7 +185,7 @@ def _draw_masks(
         # l ~ U{1..L}, spread evenly over the mc_num draws of a row from a uniform random start (LLaDA's low-variance
         # variant); shifting a uniform start by a constant modulo L keeps every draw's l exactly uniform.
         count = (start - 1 + torch.div(draw_index * length, mc_num, rounding_mode="floor")) % length + 1
-        masked = _top_per_row(keys.masked_fill(~target, float("inf")), count, descending=False) & target
+        masked = top_per_row(keys.masked_fill(~target, float("inf")), count, descending=False) & target
         weight = length.float() / count.float()
     else:
         # t ~ U(0, 1] (1 - U[0, 1)), each continuation token masked with probability t, weight 1 / t.
@@ -332,7 +333,7 @@ def greedy_match(
             for step in range(length):
                 cond, uncond = guided_logits(logits_fn, sample, chunk_attention, row_valid & ~row_target, mask_token_id, cfg_scale)
                 logits = combine_guidance(cond, uncond, cfg_scale)
-                sample = scheduler.step(logits, step, sample, mask_token_id=mask_token_id, fixed_mask=~row_target).prev_sample
+                sample = scheduler.step(logits, step, sample, mask_token_id=mask_token_id, maskable=row_target).prev_sample
                 forward_rows += sample.shape[0] * (2 if uncond is not None else 1)
             matches[chunk] = ((sample == clean) | ~row_target).all(-1)
     return matches.cpu(), forward_rows
@@ -490,11 +491,8 @@ class PrismLM(TemplateLM):
         self.is_prism_checkpoint = isinstance(model, PrismForMaskedDiffusion)
         rule = self.scheduler.remasking_rule
         if rule.needs_quality and not hasattr(model, "quality_head"):
-            raise ValueError(
-                f"remasking={rule.name!r} needs a PRISM quality head, but pretrained={self.pretrained_name!r} is a plain "
-                f"backbone ({type(model).__name__}). Use a PRISM checkpoint, or a rule without a head: "
-                f"{sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
-            )
+            raise quality_head_error(rule.name, f"a PRISM quality head, but pretrained={self.pretrained_name!r} is a plain "
+                                                f"backbone ({type(model).__name__})")
         self.tokenizer = _load_tokenizer(tokenizer, pretrained, model, trust_remote_code)
         self.pipeline = PrismPipeline(model=self.model, scheduler=self.scheduler, tokenizer=self.tokenizer)
         self.pipeline.set_progress_bar_config(disable=True)

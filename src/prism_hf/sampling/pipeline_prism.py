@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from ..modeling.families import UnknownFamilyError, family_for_model, get_family, resolve_mask_token_id, vocab_size_of
-from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint
+from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint, quality_head_error
 from .scheduling_prism import PrismScheduler
 
 __all__ = ["PrismPipeline", "PrismPipelineOutput"]
@@ -440,11 +440,7 @@ class PrismPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs has {bad}; valid: {self._callback_tensor_inputs}.")
         rule = self.scheduler.remasking_rule
         if rule.needs_quality and not self.has_quality_head:
-            raise ValueError(
-                f"remasking={rule.name!r} needs a quality head, but the model ({type(self.model).__name__}) has none. "
-                "Wrap it with PrismForMaskedDiffusion.from_backbone(...) (and fine-tune the head), or choose a rule "
-                "that needs no head: 'none', 'random', 'confidence', 'remdm_cap', 'remdm_rescale', 'remdm_conf', 'remdm_loop'."
-            )
+            raise quality_head_error(rule.name, f"a quality head, but the model ({type(self.model).__name__}) has none")
         if rule.name == "confidence" and not self.has_quality_head:
             warnings.warn(
                 "remasking='confidence' on a model without a quality head remasks already unmasked tokens whose "
@@ -650,7 +646,7 @@ class PrismPipeline(DiffusionPipeline):
             what = "the sequence length" if infill else "gen_length"
             raise ValueError(f"block_length={block_length!r} must be a positive divisor of {what} ({gen_total}).")
         num_blocks = gen_total // block_length
-        self._check_remask_counts(block_length)
+        scheduler.check_block_length(block_length)
 
         pad_id = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
         pad_id = mask_id if pad_id is None else pad_id
@@ -750,7 +746,7 @@ class PrismPipeline(DiffusionPipeline):
                     current,
                     mask_token_id=mask_id,
                     quality_logits=quality_logits,
-                    fixed_mask=~in_block | frozen[:, None],
+                    maskable=in_block & ~frozen[:, None],
                     token_confidence=view.read(token_confidence),
                     generator=generator,
                 )
@@ -864,23 +860,6 @@ class PrismPipeline(DiffusionPipeline):
             sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history,
             nfe_per_row=nfe_per_row, tokens_processed=tokens_processed,
         )
-
-    def _check_remask_counts(self, block_length: int) -> None:
-        cfg = self.scheduler.config
-        rule = self.scheduler.remasking_rule
-        if rule.kind != "count":
-            return
-        uses_num_remask = cfg.remask_schedule == "fixed" or self.scheduler.num_loop_steps > 0
-        if uses_num_remask and cfg.num_remask > block_length:
-            raise ValueError(
-                f"num_remask={cfg.num_remask} is larger than the block ({block_length} tokens); it must be at most "
-                "block_length (and in practice well below it)."
-            )
-        if cfg.remask_schedule == "budget" and cfg.remask_budget > block_length:
-            raise ValueError(
-                f"remask_budget={cfg.remask_budget} is larger than the block ({block_length} tokens); it must be at most "
-                "block_length."
-            )
 
     @staticmethod
     def _first_eos(x, generated, gen_pos, eos_token_id):

@@ -1,16 +1,22 @@
 """Remasking rules and remask count schedules.
 
-Two kinds of remasking rules exist, both registered by name in [`REMASKING_RULES`]:
+A remasking rule owns everything a step decides about self-correction: it plans a block's steps
+([`RemaskingRule.plan`]), picks the tokens to put back to the mask ([`RemaskingRule.remask`]: how many and which) and
+says how many masked positions the step fills ([`RemaskingRule.num_unmask`]; the unmasking rule then says which). The
+scheduler only runs plan, score, choose and apply. Two families of rules exist, registered by name in
+[`REMASKING_RULES`]:
 
 * **Count rules** (`prism`, `random`, `confidence`): a count schedule (see [`REMASK_SCHEDULES`]) says how many
   tokens ``r`` each row remasks this step; the rule ranks the row's clean generated tokens and the ``r``
   lowest are remasked. `prism` ranks by the quality head's logits (the same order as ``sigmoid(quality_logits)``,
   without its float32 saturation: the sigmoid is exactly 1.0 above a logit of about 17, where every confident
-  token would tie); `confidence` by the probability the token had when it was unmasked; `random` uniformly. `random` and `confidence` with the same
-  counts as `prism` isolate what the learned head adds.
+  token would tie); `confidence` by the probability the token had when it was unmasked; `random` uniformly. `random`
+  and `confidence` with the same counts as `prism` isolate what the learned head adds. The step then fills enough
+  masks that the clean count follows the unmask schedule, plus the ``r`` just remasked.
 * **Probability rules** (ReMDM, arXiv 2503.00307: `remdm_cap`, `remdm_rescale`, `remdm_conf`, `remdm_loop`):
   every clean generated token is remasked independently with probability ``sigma_t`` (per token for
-  `remdm_conf`), from the step's ``alpha_t`` (expected clean fraction before the step) and ``alpha_s`` (after).
+  `remdm_conf`), from the step's ``alpha_t`` (expected clean fraction before the step) and ``alpha_s`` (after), and
+  each masked token is unmasked with probability ``(alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t)``.
 
 `none` never remasks (a vanilla MDM).
 
@@ -29,13 +35,18 @@ class OldestFirst(CountRemaskingRule):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Type
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, List, Optional, Type
 
 import torch
 
+from ..utils.registry import Registry
+from .unmasking import RuleRegistry, scheduled_clean_count, top_per_row
+
 __all__ = [
     "RemaskContext",
+    "StepPlan",
     "RemaskingRule",
     "NoRemasking",
     "CountRemaskingRule",
@@ -58,38 +69,28 @@ __all__ = [
     "get_remasking_rule",
     "get_remask_schedule",
     "remdm_sigma_max",
+    "remdm_sigma_cap",
+    "remask_per_step",
+    "logit_of",
+    "quality_head_error",
     "LLADA_REMASKING_NAMES",
     "llada_remasking_hint",
 ]
 
-REMASKING_RULES: Dict[str, Type["RemaskingRule"]] = {}
-REMASK_SCHEDULES: Dict[str, Type["RemaskSchedule"]] = {}
+REMASKING_RULES: Registry = RuleRegistry("remasking rule", "remasking",
+                                         "prism_hf.sampling.remasking.register_remasking_rule")
+REMASK_SCHEDULES: Registry = RuleRegistry("remask count schedule", "remask_schedule",
+                                          "prism_hf.sampling.remasking.register_remask_schedule")
 
 
 def register_remasking_rule(name: str) -> Callable[[Type["RemaskingRule"]], Type["RemaskingRule"]]:
     """Class decorator: make a [`RemaskingRule`] available as ``PrismScheduler(remasking=name)``."""
-
-    def decorator(cls):
-        if name in REMASKING_RULES and REMASKING_RULES[name] is not cls:
-            raise ValueError(f"remasking rule {name!r} is already registered to {REMASKING_RULES[name].__name__}.")
-        REMASKING_RULES[name] = cls
-        cls.name = name
-        return cls
-
-    return decorator
+    return REMASKING_RULES.decorator(name)
 
 
 def register_remask_schedule(name: str) -> Callable[[Type["RemaskSchedule"]], Type["RemaskSchedule"]]:
     """Class decorator: make a [`RemaskSchedule`] available as ``PrismScheduler(remask_schedule=name)``."""
-
-    def decorator(cls):
-        if name in REMASK_SCHEDULES and REMASK_SCHEDULES[name] is not cls:
-            raise ValueError(f"remask schedule {name!r} is already registered to {REMASK_SCHEDULES[name].__name__}.")
-        REMASK_SCHEDULES[name] = cls
-        cls.name = name
-        return cls
-
-    return decorator
+    return REMASK_SCHEDULES.decorator(name)
 
 
 #: LLaDA's ``generate(remasking=...)`` values. In LLaDA "remasking" is the *order in which masks are filled* (the
@@ -112,25 +113,95 @@ def llada_remasking_hint(value: str) -> str:
 def get_remasking_rule(name: str) -> "RemaskingRule":
     """An instance of the remasking rule registered as ``name``; the error lists the valid names (and, for LLaDA's
     ``'low_confidence'``, says that it is prism_hf's ``unmasking='confidence'``)."""
-    try:
-        return REMASKING_RULES[name]()
-    except (KeyError, TypeError):
-        hint = f" {llada_remasking_hint(name)}" if name in LLADA_REMASKING_NAMES and name not in REMASKING_RULES else ""
-        raise ValueError(
-            f"remasking={name!r} is not a known remasking rule; valid rules: {sorted(REMASKING_RULES)}. "
-            f"Add one with `@prism_hf.sampling.remasking.register_remasking_rule('name')`.{hint}"
-        ) from None
+    hint = llada_remasking_hint(name) if name in LLADA_REMASKING_NAMES and name not in REMASKING_RULES else ""
+    return REMASKING_RULES.lookup(name, hint=hint)()
 
 
 def get_remask_schedule(name: str) -> "RemaskSchedule":
     """An instance of the remask count schedule registered as ``name``; the error lists the valid names."""
-    try:
-        return REMASK_SCHEDULES[name]()
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"remask_schedule={name!r} is not a known remask count schedule; valid schedules: "
-            f"{sorted(REMASK_SCHEDULES)}. Add one with `@prism_hf.sampling.remasking.register_remask_schedule('name')`."
-        ) from None
+    return REMASK_SCHEDULES.lookup(name)()
+
+
+def quality_head_error(remasking: str, missing: str) -> ValueError:
+    """The error for a rule that needs the quality head, used where there is none (the one place it is written).
+
+    Args:
+        remasking (`str`): The rule's name.
+        missing (`str`): What lacks the head, completing "``remasking=...`` needs ...", e.g. ``"a quality head, but
+            the model (LLaDAModelLM) has none"``.
+
+    Returns:
+        `ValueError`: To raise; it lists the rules that need no head (those whose ``needs_quality`` is false).
+    """
+    no_head = sorted(name for name, cls in REMASKING_RULES.items() if not cls.needs_quality)
+    return ValueError(
+        f"remasking={remasking!r} needs {missing}. Use a PRISM model (PrismForMaskedDiffusion.from_backbone(...) and "
+        f"fine-tune its head, or a PRISM checkpoint), or a rule that needs no head: {no_head}."
+    )
+
+
+def remdm_sigma_max(alpha_t: float, alpha_s: float) -> float:
+    """ReMDM's largest valid remasking probability, ``min(1, (1 - alpha_s) / alpha_t)`` (0 when ``alpha_t = 0``)."""
+    if alpha_t <= 0.0:
+        return 0.0
+    return min(1.0, max(0.0, (1.0 - alpha_s) / alpha_t))
+
+
+def remdm_sigma_cap(alpha_t: float, alpha_s: float, eta: float) -> float:
+    """ReMDM-cap's remasking probability, ``min(eta, (1 - alpha_s) / alpha_t)`` (0 when ``alpha_t = 0``); ``eta`` is
+    in ``[0, 1]``. Also the binomial count schedule's rate and ReMDM-conf's step total."""
+    return min(eta, remdm_sigma_max(alpha_t, alpha_s))
+
+
+def remask_per_step(config: Any) -> int:
+    """``num_remask``: the tokens a count rule remasks per step with the fixed schedule, exactly per PRISM-loop step
+    and at most per quality-guided refinement step (the one place the scheduler config's field is read)."""
+    return int(config.num_remask)
+
+
+def logit_of(p: float) -> float:
+    """``log(p / (1 - p))`` of a probability threshold, to compare with quality logits; ``p = 1`` maps to ``+inf``
+    (no finite logit reaches it)."""
+    return math.inf if p >= 1.0 else math.log(p / (1.0 - p))
+
+
+# ----- what a step knows --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of a block, planned once per block by [`RemaskingRule.plan`] (Python numbers only: planning does no
+    device work).
+
+    Args:
+        index (`int`): The step within the block, ``0 .. len(plan) - 1`` (PRISM-loop steps follow the schedule's).
+        num_steps (`int`): The block's schedule steps ``S``.
+        alpha_t (`float`), alpha_s (`float`): Expected clean fraction before and after the step.
+        is_last (`bool`): The block's last step, which fills every remaining mask and remasks nothing.
+        unmask_schedule (`str`): How the clean count grows (see [`~unmasking.scheduled_clean_count`]).
+        confidence_threshold (`float`, *optional*): Parallel decoding's threshold (`None` on the last step).
+        eta (`float`): The rule's ``eta`` (the scheduler's, or the rule's default).
+        remask_count (`float`): Count rules: the count schedule's number for this step (0: no remasking).
+        count_schedule ([`RemaskSchedule`], *optional*): Count rules: turns ``remask_count`` into per-row counts.
+        hold (`int`, *optional*): PRISM-loop: remask exactly this many and hold the clean count at ``n - hold``.
+        refine_below (`float`, *optional*): Quality-guided refinement: remask only tokens whose quality logit is below
+            this (at most ``max_remask``).
+        max_remask (`int`): Count rules: ``num_remask``.
+        sigma (`float`): Probability rules: the step's ``sigma_t``.
+    """
+
+    index: int
+    num_steps: int
+    alpha_t: float
+    alpha_s: float
+    is_last: bool
+    unmask_schedule: str = "ceil"
+    confidence_threshold: Optional[float] = None
+    eta: float = 0.0
+    remask_count: float = 0
+    count_schedule: Optional["RemaskSchedule"] = None
+    hold: Optional[int] = None
+    refine_below: Optional[float] = None
+    max_remask: int = 0
+    sigma: float = 0.0
 
 
 @dataclass
@@ -149,6 +220,10 @@ class RemaskContext:
         alpha_t (`float`): Expected clean fraction of the generated region before this step.
         alpha_s (`float`): Expected clean fraction after this step (``alpha_s >= alpha_t``).
         generator (`torch.Generator`, *optional*): RNG for random rules.
+        masked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*): Generated positions that
+            are masked (set by the scheduler).
+        num_masked (`torch.LongTensor` of shape `(batch_size,)`, *optional*): ``masked.sum(-1)``.
+        plan ([`StepPlan`], *optional*): The step's plan (set by the scheduler).
     """
 
     clean: torch.Tensor
@@ -158,29 +233,110 @@ class RemaskContext:
     alpha_t: float
     alpha_s: float
     generator: Optional[torch.Generator] = None
+    masked: Optional[torch.Tensor] = None
+    num_masked: Optional[torch.Tensor] = None
+    plan: Optional[StepPlan] = None
 
     @property
     def quality(self) -> Optional[torch.Tensor]:
         """``sigmoid(quality_logits)`` in ``[0, 1]`` (for rules that need the probability itself, not a ranking)."""
         return None if self.quality_logits is None else torch.sigmoid(self.quality_logits)
 
-
-def remdm_sigma_max(alpha_t: float, alpha_s: float) -> float:
-    """ReMDM's largest valid remasking probability, ``min(1, (1 - alpha_s) / alpha_t)`` (0 when ``alpha_t = 0``)."""
-    if alpha_t <= 0.0:
-        return 0.0
-    return min(1.0, max(0.0, (1.0 - alpha_s) / alpha_t))
+    @property
+    def num_generated(self) -> torch.Tensor:
+        """Generated positions per row, ``n = num_clean + num_masked``, `(batch_size,)`."""
+        return self.num_clean + self.num_masked
 
 
 # ----- remasking rules -----------------------------------------------------------------------------------
 class RemaskingRule:
-    """Base class of all remasking rules."""
+    """Base class of all remasking rules; on its own it never remasks, and each step fills enough masks that the clean
+    count follows the unmask schedule (a vanilla MDM)."""
 
     name: str = ""
     #: Needs the quality head (``context.quality_logits``); asking for it with a plain MDM is an error.
     needs_quality: bool = False
-    #: `"none"`, `"count"` (a count schedule gives r, [`score`] picks which) or `"probability"` (ReMDM).
+    #: Informational only (the scheduler never reads it): `"none"`, `"count"` or `"probability"`.
     kind: str = "none"
+    #: ``eta`` when the scheduler's is `None` (the binomial count schedule's default; ReMDM rules have their own).
+    default_eta: float = 0.01
+
+    # ----- planning (once per block) -----
+    def validate(self, config: Any) -> None:
+        """Raise a clear error for scheduler settings this rule cannot honour (called when the scheduler is built)."""
+        if config.prism_loop_steps > 0 and self.num_loop_steps(config) == 0:
+            count_rules = sorted(n for n, c in REMASKING_RULES.items() if issubclass(c, CountRemaskingRule))
+            hint = " (use remasking='remdm_loop' for ReMDM's loop)." if self.name.startswith("remdm") else "."
+            raise ValueError(f"prism_loop_steps={config.prism_loop_steps} needs a count remasking rule ({count_rules}); "
+                             f"got remasking={self.name!r}{hint}")
+        if config.quality_threshold is not None and not self.needs_quality:
+            raise ValueError(f"quality_threshold={config.quality_threshold!r} needs the quality head: use "
+                             f"remasking='prism' (got remasking={self.name!r}).")
+
+    def eta(self, config: Any) -> float:
+        """``eta`` in use: the scheduler's, or this rule's default."""
+        return float(config.eta) if config.eta is not None else self.default_eta
+
+    def alphas(self, num_steps: int, config: Any) -> List[float]:
+        """Expected clean fraction after each of ``num_steps + 1`` step boundaries (``alphas[0] = 0``, last 1)."""
+        return [k / num_steps for k in range(num_steps + 1)]
+
+    def num_loop_steps(self, config: Any) -> int:
+        """Extra steps per block after the schedule (PRISM-loop); 0 for rules without a loop."""
+        return 0
+
+    def plan(self, num_steps: int, config: Any) -> List[StepPlan]:
+        """The steps of one block: ``num_steps`` schedule steps, then [`num_loop_steps`] more.
+
+        Args:
+            num_steps (`int`): The block's schedule steps ``S`` (>= 1).
+            config: The scheduler's config.
+
+        Returns:
+            `List[StepPlan]`: One entry per step.
+        """
+        alphas = self.alphas(num_steps, config)
+        total = num_steps + self.num_loop_steps(config)
+        steps = [
+            StepPlan(index=k, num_steps=num_steps, alpha_t=alphas[min(k, num_steps)],
+                     alpha_s=alphas[min(k + 1, num_steps)], is_last=k == total - 1,
+                     unmask_schedule=config.unmask_schedule, eta=self.eta(config),
+                     confidence_threshold=None if k == total - 1 else config.confidence_threshold)
+            for k in range(total)
+        ]
+        return self.plan_remasking(steps, config)
+
+    def plan_remasking(self, steps: List[StepPlan], config: Any) -> List[StepPlan]:
+        """Fill in the remasking fields of a block's plan (this rule remasks nothing)."""
+        return steps
+
+    def check_block_length(self, block_length: int, config: Any) -> None:
+        """Raise a clear error when this rule's settings cannot fit a block of ``block_length`` tokens."""
+
+    # ----- one step -----
+    def remask(self, context: RemaskContext) -> Optional[torch.BoolTensor]:
+        """The positions to put back to the mask, `(batch_size, sequence_length)`, a subset of ``context.clean``;
+        `None` when the step remasks nothing. Not called on a block's last step."""
+        return None
+
+    def clean_target(self, context: RemaskContext) -> torch.Tensor:
+        """Clean generated tokens per row after the step, `(batch_size,)` (the unmask schedule; a PRISM-loop step
+        holds ``hold`` tokens back; the last step fills everything)."""
+        plan = context.plan
+        num_generated = context.num_generated
+        if plan.is_last:
+            return num_generated
+        target = scheduled_clean_count(num_generated, min(plan.index + 1, plan.num_steps), plan.num_steps,
+                                       plan.unmask_schedule)
+        if plan.hold is not None:
+            target = torch.minimum(target, (num_generated - plan.hold).clamp(min=0))
+        return target
+
+    def num_unmask(self, context: RemaskContext, num_remasked: torch.Tensor) -> torch.Tensor:
+        """How many masked positions each row fills, `(batch_size,)`: enough for [`clean_target`], counting the
+        ``num_remasked`` tokens just remasked (a position remasked in this step is not refilled in it)."""
+        count = (self.clean_target(context) - context.num_clean + num_remasked).clamp(min=0)
+        return torch.minimum(count, context.num_masked)
 
 
 @register_remasking_rule("none")
@@ -189,13 +345,71 @@ class NoRemasking(RemaskingRule):
 
 
 class CountRemaskingRule(RemaskingRule):
-    """Remask the ``r`` clean generated tokens with the lowest [`score`] (``r`` from the count schedule)."""
+    """Remask the ``r`` clean generated tokens with the lowest [`score`] (``r`` from the count schedule, PRISM-loop
+    or quality-guided refinement, capped per row)."""
 
     kind = "count"
 
     def score(self, context: RemaskContext) -> torch.Tensor:
         """`(batch_size, sequence_length)` scores; the lowest are remasked first."""
         raise NotImplementedError
+
+    def num_loop_steps(self, config: Any) -> int:
+        return config.prism_loop_steps
+
+    def plan_remasking(self, steps: List[StepPlan], config: Any) -> List[StepPlan]:
+        """The count schedule's number inside the window ``[step_on, step_off)``; PRISM-loop steps hold
+        ``num_remask`` tokens back for their remasks, while quality-guided refinement fills the block at the
+        schedule's end (so that a block can be found finished there) and then remasks what falls below the
+        threshold."""
+        num_steps, per_step = steps[0].num_steps, remask_per_step(config)
+        loop = len(steps) - num_steps
+        schedule = get_remask_schedule(config.remask_schedule)
+        active = [config.step_on * num_steps <= k < config.step_off * num_steps for k in range(num_steps)]
+        planned = schedule.plan(num_steps, active, config)
+        refine = config.quality_threshold is not None
+        below = logit_of(config.quality_threshold) if refine else None
+        return [
+            replace(step, remask_count=planned[k] if k < num_steps else 0, count_schedule=schedule, max_remask=per_step,
+                    hold=per_step if loop > 0 and num_steps - 1 <= k < len(steps) - 1 and not refine else None,
+                    refine_below=below if refine and k >= num_steps else None)
+            for k, step in enumerate(steps)
+        ]
+
+    def check_block_length(self, block_length: int, config: Any) -> None:
+        per_step = remask_per_step(config)
+        if (config.remask_schedule == "fixed" or self.num_loop_steps(config) > 0) and per_step > block_length:
+            raise ValueError(f"num_remask={per_step} is larger than the block ({block_length} tokens); it must be at "
+                             "most block_length (and in practice well below it).")
+        if config.remask_schedule == "budget" and config.remask_budget > block_length:
+            raise ValueError(f"remask_budget={config.remask_budget} is larger than the block ({block_length} tokens); "
+                             "it must be at most block_length.")
+
+    def remask(self, context: RemaskContext) -> Optional[torch.BoolTensor]:
+        plan = context.plan
+        num_clean = context.num_clean
+        if plan.refine_below is not None:
+            eligible = context.clean & (context.quality_logits < plan.refine_below)
+            counts = torch.minimum(eligible.sum(-1), torch.full_like(num_clean, plan.max_remask))
+            counts = torch.minimum(counts, num_clean - 1).clamp(min=0)
+        elif plan.remask_count or plan.hold:
+            eligible = context.clean
+            if plan.hold is not None:
+                counts = torch.full_like(num_clean, plan.hold)
+            else:
+                counts = plan.count_schedule.counts(plan.remask_count, context, plan.eta)
+            # Cap: at most the clean generated tokens minus one (one clean token always stays, so a step never empties
+            # the block it is correcting; the public text sampler even skips a step with r or fewer clean tokens), and
+            # only as many as stay masked after this step, so that every remasked token can be refilled by a later
+            # step (parallel decoding refills by confidence, not by count).
+            room = context.num_generated
+            if plan.confidence_threshold is None:
+                room = room - self.clean_target(context)
+            counts = torch.minimum(counts, torch.minimum(num_clean - 1, room)).clamp(min=0)
+        else:
+            return None
+        scores = self.score(context).float().masked_fill(~eligible, float("inf"))
+        return top_per_row(scores, counts, descending=False)
 
 
 @register_remasking_rule("prism")
@@ -207,11 +421,8 @@ class PrismRemasking(CountRemaskingRule):
 
     def score(self, context: RemaskContext) -> torch.Tensor:
         if context.quality_logits is None:
-            raise ValueError(
-                "remasking='prism' needs quality scores, but the model output has no `quality_logits` (a plain MDM "
-                "without a PRISM quality head). Wrap the backbone with PrismForMaskedDiffusion, or choose a rule that "
-                f"needs no head: {sorted(n for n, c in REMASKING_RULES.items() if not c.needs_quality)}."
-            )
+            raise quality_head_error(self.name, "quality scores, but the model output has no `quality_logits` (a "
+                                                "plain MDM without a PRISM quality head)")
         return context.quality_logits.float()
 
 
@@ -232,15 +443,21 @@ class ConfidenceRemasking(CountRemaskingRule):
 
 
 class ProbabilityRemaskingRule(RemaskingRule):
-    """ReMDM: each clean generated token is remasked with probability ``sigma_t`` (see [`sigma`])."""
+    """ReMDM: each clean generated token is remasked with probability ``sigma_t`` (see [`sigma`]), and each masked
+    one unmasked with probability ``(alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t)``."""
 
     kind = "probability"
     #: The public ReMDM default of ``eta`` for this rule, used when the scheduler's ``eta`` is `None`.
     default_eta: float = 0.0
 
-    def alphas(self, num_steps: int, config) -> List[float]:
-        """Expected clean fraction after each of ``num_steps + 1`` step boundaries (``alphas[0] = 0``, last 1)."""
-        return [k / num_steps for k in range(num_steps + 1)]
+    def validate(self, config: Any) -> None:
+        super().validate(config)
+        if config.confidence_threshold is not None:
+            raise ValueError(
+                f"confidence_threshold={config.confidence_threshold!r} sets the unmask count from the confidences, "
+                f"while remasking={self.name!r} draws it from ReMDM's schedule; use a count rule ('none', 'prism', "
+                "'random', 'confidence') with a threshold."
+            )
 
     def sigma(self, step: int, num_steps: int, alpha_t: float, alpha_s: float, eta: float, config) -> float:
         """The step's remasking probability ``sigma_t``."""
@@ -250,6 +467,30 @@ class ProbabilityRemaskingRule(RemaskingRule):
         """Per-token remasking probabilities, `(batch_size, sequence_length)` or broadcastable to it."""
         return torch.full((1, 1), sigma, device=context.clean.device)
 
+    def plan_remasking(self, steps: List[StepPlan], config: Any) -> List[StepPlan]:
+        return [replace(s, sigma=self.sigma(s.index, s.num_steps, s.alpha_t, s.alpha_s, s.eta, config)) for s in steps]
+
+    def remask(self, context: RemaskContext) -> Optional[torch.BoolTensor]:
+        if context.plan.sigma <= 0.0:
+            return None
+        token_sigma = self.token_sigma(context, context.plan.sigma).float()
+        draws = torch.rand(context.clean.shape, device=context.clean.device, generator=context.generator)
+        return context.clean & (draws < token_sigma)
+
+    def num_unmask(self, context: RemaskContext, num_remasked: torch.Tensor) -> torch.Tensor:
+        """``Binomial(masked, (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t))`` per row; with per-token sigma
+        (conf) ``sigma_t`` is the mean over the row's clean tokens."""
+        plan, clean, num_clean = context.plan, context.clean, context.num_clean
+        mean_sigma = torch.zeros(num_clean.shape, device=num_clean.device)
+        if plan.sigma > 0.0:
+            token_sigma = self.token_sigma(context, plan.sigma).float()
+            mean_sigma = (token_sigma.expand_as(clean) * clean).sum(-1) / num_clean.clamp(min=1)
+        if plan.alpha_t >= 1.0:
+            prob = torch.ones_like(mean_sigma)
+        else:
+            prob = ((plan.alpha_s - (1.0 - mean_sigma) * plan.alpha_t) / (1.0 - plan.alpha_t)).clamp(0.0, 1.0)
+        return torch.binomial(context.num_masked.float(), prob, generator=context.generator).long()
+
 
 @register_remasking_rule("remdm_cap")
 class RemdmCapRemasking(ProbabilityRemaskingRule):
@@ -258,9 +499,7 @@ class RemdmCapRemasking(ProbabilityRemaskingRule):
     default_eta = 0.008
 
     def sigma(self, step, num_steps, alpha_t, alpha_s, eta, config):
-        if alpha_t <= 0.0:
-            return 0.0
-        return min(eta, max(0.0, (1.0 - alpha_s) / alpha_t))
+        return remdm_sigma_cap(alpha_t, alpha_s, eta)
 
 
 @register_remasking_rule("remdm_rescale")
@@ -282,7 +521,7 @@ class RemdmConfRemasking(ProbabilityRemaskingRule):
     default_eta = 1.0
 
     def sigma(self, step, num_steps, alpha_t, alpha_s, eta, config):
-        return min(eta, remdm_sigma_max(alpha_t, alpha_s))
+        return remdm_sigma_cap(alpha_t, alpha_s, eta)
 
     def token_sigma(self, context: RemaskContext, sigma: float) -> torch.Tensor:
         neg_psi = (-context.token_confidence.float()).masked_fill(~context.clean, float("-inf"))
@@ -325,7 +564,7 @@ class RemaskSchedule:
     """How many tokens a count rule remasks per step.
 
     [`plan`] runs once per block (in `set_timesteps`) and returns one Python number per step; [`counts`]
-    turns a step's planned number into per-row counts ``(batch_size,)``. The scheduler then caps each row's
+    turns a step's planned number into per-row counts ``(batch_size,)``. The count rule then caps each row's
     count by its clean generated tokens and by the masks that stay after the step (so that every remasked
     token can be refilled by a later step).
     """
@@ -344,7 +583,8 @@ class FixedRemaskSchedule(RemaskSchedule):
     """``num_remask`` tokens at every step of the window (Sudoku: 4 per step)."""
 
     def plan(self, num_steps, active, config):
-        return [config.num_remask if on else 0 for on in active]
+        per_step = remask_per_step(config)
+        return [per_step if on else 0 for on in active]
 
 
 @register_remask_schedule("budget")
@@ -378,7 +618,6 @@ class BinomialRemaskSchedule(RemaskSchedule):
     def counts(self, planned, context, eta):
         if planned == 0.0 or context.alpha_t <= 0.0:
             return torch.zeros_like(context.num_clean)
-        sigma = min(eta, max(0.0, (1.0 - context.alpha_s) / context.alpha_t))
+        sigma = remdm_sigma_cap(context.alpha_t, context.alpha_s, eta)
         prob = torch.full(context.num_clean.shape, sigma, dtype=torch.float32, device=context.num_clean.device)
         return torch.binomial(context.num_clean.float(), prob, generator=context.generator).long()
-

@@ -1,8 +1,8 @@
 """Unmasking rules: which masked positions a sampling step fills.
 
-A rule turns the step's posterior into one score per position; the scheduler fills, in every row, the
-``num_unmask`` masked positions with the highest score (``num_unmask`` is a per-row count). A new rule is
-one small class:
+A rule turns the step's posterior into one score per position ([`UnmaskingRule.score`]) and chooses, in every row,
+the positions to fill ([`UnmaskingRule.select`]: by default the ``num_unmask`` masked positions with the highest
+score, ``num_unmask`` being a per-row count that the remasking rule decides). A new rule is one small class:
 
 ```python
 from prism_hf.sampling.unmasking import UnmaskingRule, register_unmasking_rule
@@ -19,9 +19,12 @@ Scores are only compared inside a row and only among masked positions, so their 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Type
+from typing import Any, Callable, Optional, Type
 
 import torch
+
+from ..utils.deprecation import warn_deprecated
+from ..utils.registry import Registry
 
 __all__ = [
     "UnmaskingRule",
@@ -30,36 +33,91 @@ __all__ = [
     "EntropyUnmasking",
     "RandomUnmasking",
     "UNMASKING_RULES",
+    "UNMASK_SCHEDULES",
     "register_unmasking_rule",
     "get_unmasking_rule",
+    "scheduled_clean_count",
+    "top_per_row",
 ]
 
-UNMASKING_RULES: Dict[str, Type["UnmaskingRule"]] = {}
+#: ``unmask_schedule`` values: how a block's clean count grows step by step (see [`scheduled_clean_count`]).
+UNMASK_SCHEDULES = ("ceil", "llada")
+
+
+class RuleRegistry(Registry):
+    """The [`~prism_hf.utils.registry.Registry`] of sampling rules (unmasking and remasking rules, remask schedules).
+
+    It stamps each registered class with its ``name`` and still answers ``pop``, as the plain dicts of the previous
+    release did (deprecated: use ``unregister``).
+    """
+
+    def __init__(self, kind: str, argument: str, decorator_path: str):
+        super().__init__(kind, argument, how_to_add=f"Add one with `@{decorator_path}('name')`.",
+                         on_register=lambda name, cls: setattr(cls, "name", name))
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Deprecated dict API: remove ``name`` and return its entry (or ``default``)."""
+        warn_deprecated(f"{self.argument} registry .pop(name)", f"{self.argument} registry .unregister(name)",
+                        f"the {self.kind} registry")
+        if name not in self and default:
+            return default[0]
+        if name not in self:
+            raise KeyError(name)
+        return self.unregister(name)
+
+
+UNMASKING_RULES: Registry = RuleRegistry("unmasking rule", "unmasking",
+                                         "prism_hf.sampling.unmasking.register_unmasking_rule")
 
 
 def register_unmasking_rule(name: str) -> Callable[[Type["UnmaskingRule"]], Type["UnmaskingRule"]]:
     """Class decorator: make an [`UnmaskingRule`] available as ``PrismScheduler(unmasking=name)``."""
-
-    def decorator(cls: Type["UnmaskingRule"]) -> Type["UnmaskingRule"]:
-        if name in UNMASKING_RULES and UNMASKING_RULES[name] is not cls:
-            raise ValueError(f"unmasking rule {name!r} is already registered to {UNMASKING_RULES[name].__name__}.")
-        UNMASKING_RULES[name] = cls
-        cls.name = name
-        return cls
-
-    return decorator
+    return UNMASKING_RULES.decorator(name)
 
 
 def get_unmasking_rule(name: str) -> "UnmaskingRule":
     """An instance of the unmasking rule registered as ``name``; the error lists the valid names."""
-    try:
-        return UNMASKING_RULES[name]()
-    except (KeyError, TypeError):
-        hint = " (LLaDA's remasking='low_confidence' is unmasking='confidence')" if name == "low_confidence" else ""
-        raise ValueError(
-            f"unmasking={name!r} is not a known unmasking rule{hint}; valid rules: {sorted(UNMASKING_RULES)}. "
-            "Add one with `@prism_hf.sampling.unmasking.register_unmasking_rule('name')`."
-        ) from None
+    hint = "(LLaDA's remasking='low_confidence' is unmasking='confidence')" if name == "low_confidence" else ""
+    return UNMASKING_RULES.lookup(name, hint=hint)()
+
+
+def top_per_row(scores: torch.Tensor, counts: torch.Tensor, descending: bool) -> torch.BoolTensor:
+    """Boolean mask of the ``counts[b]`` best entries of each row of ``scores``: the highest with
+    ``descending=True``, the lowest otherwise. Entries that must never be chosen must already carry ``-inf``
+    (``descending``) or ``+inf`` so that they sort last.
+
+    Args:
+        scores (`torch.Tensor` of shape `(batch_size, length)`).
+        counts (`torch.LongTensor` of shape `(batch_size,)`).
+        descending (`bool`).
+
+    Returns:
+        `torch.BoolTensor` of shape `(batch_size, length)`.
+    """
+    order = scores.argsort(dim=-1, descending=descending)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
+    return ranks < counts.unsqueeze(-1)
+
+
+def scheduled_clean_count(num_generated: torch.Tensor, done: int, steps: int, unmask_schedule: str) -> torch.Tensor:
+    """Clean generated tokens a row should hold after step ``done - 1`` of ``steps`` (integer arithmetic: exact, and
+    no float64, which some devices lack).
+
+    Args:
+        num_generated (`torch.LongTensor` of shape `(batch_size,)`): The block's generated positions per row, ``n``.
+        done (`int`): Steps finished after this one, ``k + 1`` (at most ``steps``).
+        steps (`int`): The block's schedule steps ``S``.
+        unmask_schedule (`str`): `"ceil"`, ``ceil(n (k + 1) / S)``; or `"llada"`, LLaDA's ``get_num_transfer_tokens``
+            (``n // S`` per step plus one more on each of the first ``n % S`` steps).
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size,)`.
+    """
+    if unmask_schedule == "llada":
+        base = torch.div(num_generated, steps, rounding_mode="floor")
+        return base * done + torch.clamp(num_generated - base * steps, max=done)
+    return torch.div(num_generated * done + steps - 1, steps, rounding_mode="floor")
 
 
 class UnmaskingRule:
@@ -68,6 +126,36 @@ class UnmaskingRule:
     name: str = ""
     #: Whether [`score`] reads ``probs`` beyond the drawn token's probability (lets the scheduler skip work).
     needs_full_probs: bool = False
+
+    def select(
+        self,
+        scores: torch.Tensor,
+        masked: torch.BoolTensor,
+        num_unmask: torch.LongTensor,
+        token_prob: torch.Tensor,
+        confidence_threshold: Optional[float] = None,
+    ) -> torch.BoolTensor:
+        """Which masked positions a step fills.
+
+        Args:
+            scores (`torch.Tensor` of shape `(batch_size, sequence_length)`): [`score`] at masked positions, ``-inf``
+                elsewhere.
+            masked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): The positions that may be filled.
+            num_unmask (`torch.LongTensor` of shape `(batch_size,)`): How many to fill per row (the remasking rule's
+                count).
+            token_prob (`torch.Tensor` of shape `(batch_size, sequence_length)`): Probability of each drawn token.
+            confidence_threshold (`float`, *optional*): Fast-dLLM's parallel decoding: fill instead every masked
+                position whose drawn token has at least this probability and, in a row with none, the one this rule
+                ranks first (``num_unmask`` is then not read).
+
+        Returns:
+            `torch.BoolTensor` of shape `(batch_size, sequence_length)`: the positions to fill.
+        """
+        if confidence_threshold is None:
+            return top_per_row(scores, num_unmask, descending=True) & masked
+        unmasked = masked & (token_prob >= confidence_threshold)
+        fallback = top_per_row(scores, (~unmasked.any(-1) & masked.any(-1)).long(), descending=True)
+        return unmasked | (fallback & masked)
 
     def score(
         self,
