@@ -5,7 +5,8 @@ the same number of model forwards (NFE = ``num_inference_steps``; the optional f
 the pipeline is not used here). A puzzle counts as solved when the completed grid is a valid Sudoku that
 keeps every given.
 
-Methods (``METHODS``):
+Methods: the named presets of [`prism_hf.sampling.presets`] (the table shared with the text and code
+evaluations); ``METHODS`` are the ones an evaluation runs by default:
 
 * ``vanilla-confidence``, ``vanilla-margin``, ``vanilla-random``: plain MDM sampling, no remasking, with
   that unmasking rule;
@@ -14,7 +15,8 @@ Methods (``METHODS``):
   or by lowest unmasking confidence (these isolate what the learned head adds);
 * ``prism``: remask the tokens with the lowest PRISM quality.
 
-The remasking methods use the recipe's unmasking rule, as PRISM does.
+The recipe is the task's sampler settings ([`sampler_settings`]): the remasking methods use its unmasking rule, and
+PRISM and the same-count baselines its remask count, window and PRISM-loop steps. Every method samples greedily.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from ...evaluation.classification import binary_auroc
 from ...modeling.modeling_prism import PrismForMaskedDiffusion
 from ...sampling.pipeline_prism import PrismPipeline
+from ...sampling.presets import MethodPreset, get_method_preset
 from ...sampling.scheduling_prism import PrismScheduler
 from .grids import SudokuInputError, SudokuSpec, is_valid_solution, rule_conflicts, solve, wrong_cells
 from .recipes import SudokuRecipe
@@ -38,6 +41,7 @@ from .tokenization import SudokuTokenizer
 
 __all__ = [
     "METHODS",
+    "sampler_settings",
     "method_scheduler",
     "solve_puzzles",
     "evaluate",
@@ -69,24 +73,26 @@ def check_nfe(nfe) -> List[int]:
     return [int(v) for v in values]
 
 
-def method_scheduler(method: str, recipe: SudokuRecipe) -> PrismScheduler:
-    """The `PrismScheduler` of one evaluation method (greedy tokens; remasking methods share PRISM's counts)."""
-    count_kwargs = dict(
+def sampler_settings(recipe: SudokuRecipe) -> Dict:
+    """The recipe's sampler settings for the method presets: its unmasking rule and PRISM's remask counts (a fixed
+    ``num_remask`` per step inside ``[step_on, step_off)``, then ``prism_loop_steps``)."""
+    return dict(
         unmasking=recipe.unmasking, num_remask=recipe.num_remask, remask_schedule="fixed",
         step_on=recipe.step_on, step_off=recipe.step_off, prism_loop_steps=recipe.prism_loop_steps,
     )
-    table = {
-        "vanilla-confidence": dict(unmasking="confidence", remasking="none"),
-        "vanilla-margin": dict(unmasking="margin", remasking="none"),
-        "vanilla-random": dict(unmasking="random", remasking="none"),
-        "remdm-conf": dict(unmasking=recipe.unmasking, remasking="remdm_conf"),
-        "random-remask": dict(count_kwargs, remasking="random"),
-        "confidence-remask": dict(count_kwargs, remasking="confidence"),
-        "prism": dict(count_kwargs, remasking="prism"),
-    }
-    if method not in table:
-        raise SudokuInputError(f"method={method!r} is not known; valid methods: {list(METHODS)}.")
-    return PrismScheduler(temperature=0.0, **table[method])
+
+
+def _method_preset(method: str) -> MethodPreset:
+    try:
+        return get_method_preset(method)
+    except ValueError as err:
+        raise SudokuInputError(str(err)) from None
+
+
+def method_scheduler(method: str, recipe: SudokuRecipe) -> PrismScheduler:
+    """The `PrismScheduler` of one evaluation method (a name of [`prism_hf.sampling.presets.METHOD_PRESETS`]) on
+    the recipe's sampler settings, with greedy tokens."""
+    return _method_preset(method).scheduler(sampler_settings(recipe), temperature=0.0)
 
 
 def solve_puzzles(puzzles: np.ndarray, spec: SudokuSpec, show_progress: bool = False) -> np.ndarray:
@@ -182,6 +188,96 @@ def _quality(model: PrismForMaskedDiffusion, tokens: torch.Tensor, batch_size: i
     return torch.cat(qualities).cpu().numpy()
 
 
+def _check_inputs(model: PrismForMaskedDiffusion, puzzles: np.ndarray, recipe: SudokuRecipe,
+                  methods: Optional[Sequence[str]], nfe: Optional[Iterable[int]]):
+    """Every argument check of [`evaluate`], before any work: returns ``(puzzles, methods, nfes)``."""
+    recipe.validate()
+    spec = recipe.spec
+    model_spec = model.backbone.config.sudoku_spec
+    puzzles = np.asarray(puzzles)
+    if puzzles.ndim != 3 or puzzles.shape[1:] != (model_spec.size, model_spec.size):
+        raise SudokuInputError(
+            f"puzzles have shape {puzzles.shape}, but the checkpoint is a {model_spec.name} Sudoku model: it needs "
+            f"puzzles of shape (N, {model_spec.size}, {model_spec.size})."
+        )
+    if (model_spec.box_rows, model_spec.box_cols) != (spec.box_rows, spec.box_cols):
+        raise SudokuInputError(f"recipe is for {spec.name} grids but the checkpoint is a {model_spec.name} model.")
+    methods = list(METHODS) if methods is None else list(methods)
+    for method in methods:
+        _method_preset(method)
+    nfes = check_nfe(recipe.nfe if nfe is None else list(nfe))
+    if not (puzzles == 0).any(axis=(1, 2)).all():
+        raise SudokuInputError("every puzzle needs at least one blank (0) cell.")
+    return puzzles, methods, nfes
+
+
+def _scoring_method(recipe: SudokuRecipe) -> str:
+    """The vanilla sampler whose final grids the quality head is scored on (its mistakes are never corrected)."""
+    return f"vanilla-{recipe.unmasking}" if f"vanilla-{recipe.unmasking}" in METHODS else "vanilla-confidence"
+
+
+def _run_records(model, tokens: torch.Tensor, puzzles: np.ndarray, recipe: SudokuRecipe, jobs, seed: int,
+                 cache_dir: Optional[str], fingerprint: str, show_progress: bool):
+    """Run every ``(method, nfe)`` job (or reuse its cached record); returns the records and the final sequences of
+    the scoring method at the first NFE (`None` when that job came from the cache or did not run)."""
+    spec, tokenizer, batch_size = recipe.spec, SudokuTokenizer(recipe.spec), recipe.eval_batch_size
+    num_batches = -(-len(puzzles) // batch_size)
+    scoring = (_scoring_method(recipe), jobs[0][1])
+    records, scored_sequences = [], None
+    progress = tqdm(total=num_batches * len(jobs), desc="sudoku evaluation", disable=not show_progress)
+    for method, steps in jobs:
+        cache_file = os.path.join(cache_dir, f"{method}_nfe{steps}.json") if cache_dir else None
+        cached = _read_cache(cache_file) if cache_file else None
+        if cached is not None and cached.get("fingerprint") == fingerprint:
+            records.append(cached["record"])
+            progress.update(num_batches)
+            continue
+        progress.set_postfix_str(f"{method} nfe={steps}")
+        sequences = _run_method(model, tokens, method, steps, recipe, seed, batch_size, progress)
+        solved = is_valid_solution(tokenizer.decode(sequences.cpu().numpy()), spec, puzzles=puzzles)
+        record = {"method": method, "nfe": steps, "success_rate": float(solved.mean()),
+                  "num_puzzles": int(len(puzzles)), "num_solved": int(solved.sum())}
+        records.append(record)
+        if (method, steps) == scoring:
+            scored_sequences = sequences
+        if cache_file:
+            _write_cache(cache_file, {"fingerprint": fingerprint, "record": record})
+    progress.close()
+    return records, scored_sequences
+
+
+def _quality_report(model, sequences: torch.Tensor, puzzles: np.ndarray, solutions: np.ndarray,
+                    recipe: SudokuRecipe) -> Dict:
+    """Score the quality head on the final grids ``sequences``: AUROC against wrong cells (changed by a nearest
+    valid completion; the solution, for a unique puzzle), against rule conflicts and against the reference
+    solutions, calibration, and the first puzzles' grids for the figure."""
+    spec, tokenizer = recipe.spec, SudokuTokenizer(recipe.spec)
+    quality = _quality(model, sequences, recipe.eval_batch_size)
+    grids = tokenizer.decode(sequences.cpu().numpy())
+    cell_quality = quality[:, spec.cell_positions()].reshape(grids.shape)
+    generated = puzzles == 0
+    wrong, fallbacks = wrong_cells(puzzles, grids, spec, solutions=solutions)
+    clashing = rule_conflicts(grids, spec)
+    q, w = cell_quality[generated], wrong[generated]
+    keep = min(len(puzzles), 64)
+    return {
+        "quality_auroc": auroc(1.0 - q, w),
+        "quality_auroc_rule_conflict": auroc(1.0 - q, clashing[generated]),
+        "quality_auroc_vs_reference_solution": auroc(1.0 - q, (grids != solutions)[generated]),
+        "wrong_cell_label": "nearest_completion",
+        "wrong_cell_label_fallbacks": int(fallbacks),
+        "wrong_cell_fraction": float(w.mean()) if len(w) else float("nan"),
+        "rule_conflict_fraction": float(clashing[generated].mean()) if len(w) else float("nan"),
+        "calibration": calibration(q, ~w),
+        "quality_example": {
+            "puzzles": puzzles[:keep].tolist(),
+            "grids": grids[:keep].tolist(),
+            "quality": cell_quality[:keep].round(4).tolist(),
+            "wrong": wrong[:keep].tolist(),
+        },
+    }
+
+
 def evaluate(
     model: PrismForMaskedDiffusion,
     puzzles: np.ndarray,
@@ -203,7 +299,8 @@ def evaluate(
             were cut from); solved with the backtracking solver when omitted. Wrong cells are labelled against the
             nearest valid completion of each puzzle (`wrong_cells`); these grids only serve when that search gives
             up and for the diagnostic ``quality_auroc_vs_reference_solution``.
-        methods (`Sequence[str]`, *optional*): Subset of ``METHODS`` (all by default).
+        methods (`Sequence[str]`, *optional*): Names of [`prism_hf.sampling.presets.METHOD_PRESETS`];
+            ``METHODS`` by default.
         nfe (`Iterable[int]`, *optional*): Numbers of model forwards; ``[recipe.nfe]`` by default.
         cache_dir (`str`, *optional*): Each finished (method, NFE) record is stored here and reused by a rerun on
             the same model and puzzles.
@@ -217,108 +314,37 @@ def evaluate(
         (wrong = the digit repeats in its row, column or box), ``calibration``, and ``quality_example`` (grids,
         quality and wrong-cell flags of the first puzzles, for the figure).
     """
-    recipe.validate()
+    puzzles, methods, nfes = _check_inputs(model, puzzles, recipe, methods, nfe)
     spec = recipe.spec
-    model_spec = model.backbone.config.sudoku_spec
-    puzzles = np.asarray(puzzles)
-    if puzzles.ndim != 3 or puzzles.shape[1:] != (model_spec.size, model_spec.size):
-        raise SudokuInputError(
-            f"puzzles have shape {puzzles.shape}, but the checkpoint is a {model_spec.name} Sudoku model: it needs "
-            f"puzzles of shape (N, {model_spec.size}, {model_spec.size})."
-        )
-    if (model_spec.box_rows, model_spec.box_cols) != (spec.box_rows, spec.box_cols):
-        raise SudokuInputError(f"recipe is for {spec.name} grids but the checkpoint is a {model_spec.name} model.")
-    methods = list(METHODS) if methods is None else list(methods)
-    for method in methods:
-        if method not in METHODS:
-            raise SudokuInputError(f"method={method!r} is not known; valid methods: {list(METHODS)}.")
-    nfes = check_nfe(recipe.nfe if nfe is None else list(nfe))
     seed = recipe.eval_seed if seed is None else seed
-    if not (puzzles == 0).any(axis=(1, 2)).all():
-        raise SudokuInputError("every puzzle needs at least one blank (0) cell.")
     if solutions is None:
         solutions = solve_puzzles(puzzles, spec, show_progress=show_progress)
-    tokenizer = SudokuTokenizer(spec)
     device = next(model.parameters()).device
-    tokens = torch.as_tensor(tokenizer.encode(puzzles), device=device)
+    tokens = torch.as_tensor(SudokuTokenizer(spec).encode(puzzles), device=device)
     model.eval()
-    batch_size = recipe.eval_batch_size
-    num_batches = -(-len(puzzles) // batch_size)
     fingerprint = _fingerprint(puzzles, *(p.detach().cpu().numpy() for p in model.state_dict().values()),
                                extra=json.dumps([recipe.unmasking, recipe.num_remask, recipe.step_on, recipe.step_off,
-                                                 recipe.prism_loop_steps, seed, batch_size]))
+                                                 recipe.prism_loop_steps, seed, recipe.eval_batch_size]))
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-
-    scoring_method = f"vanilla-{recipe.unmasking}" if f"vanilla-{recipe.unmasking}" in METHODS else "vanilla-confidence"
     jobs = [(m, t) for t in nfes for m in methods]
-    records = []
-    scored_sequences = None
-    progress = tqdm(total=num_batches * len(jobs), desc="sudoku evaluation", disable=not show_progress)
-    for method, steps in jobs:
-        cache_file = os.path.join(cache_dir, f"{method}_nfe{steps}.json") if cache_dir else None
-        cached = _read_cache(cache_file) if cache_file else None
-        if cached is not None:
-            if cached.get("fingerprint") == fingerprint:
-                records.append(cached["record"])
-                progress.update(num_batches)
-                continue
-        progress.set_postfix_str(f"{method} nfe={steps}")
-        sequences = _run_method(model, tokens, method, steps, recipe, seed, batch_size, progress)
-        grids = tokenizer.decode(sequences.cpu().numpy())
-        solved = is_valid_solution(grids, spec, puzzles=puzzles)
-        record = {
-            "method": method,
-            "nfe": steps,
-            "success_rate": float(solved.mean()),
-            "num_puzzles": int(len(puzzles)),
-            "num_solved": int(solved.sum()),
-        }
-        records.append(record)
-        if method == scoring_method and steps == nfes[0]:
-            scored_sequences = sequences
-        if cache_file:
-            _write_cache(cache_file, {"fingerprint": fingerprint, "record": record})
-    progress.close()
-
-    # Quality head: score the final grids of the vanilla sampler (its mistakes are never corrected).
+    records, scored_sequences = _run_records(model, tokens, puzzles, recipe, jobs, seed, cache_dir, fingerprint,
+                                             show_progress)
+    scoring_method = _scoring_method(recipe)
     if scored_sequences is None:
-        scored_sequences = _run_method(model, tokens, scoring_method, nfes[0], recipe, seed, batch_size, None)
-    quality = _quality(model, scored_sequences, batch_size)
-    scored_grids = tokenizer.decode(scored_sequences.cpu().numpy())
-    cell_quality = quality[:, spec.cell_positions()].reshape(scored_grids.shape)
-    generated = puzzles == 0
-    # Wrong cell = changed by a nearest valid completion (the solution, for a unique puzzle).
-    wrong, fallbacks = wrong_cells(puzzles, scored_grids, spec, solutions=solutions)
-    clashing = rule_conflicts(scored_grids, spec)
-    q, w = cell_quality[generated], wrong[generated]
-    result = {
+        scored_sequences = _run_method(model, tokens, scoring_method, nfes[0], recipe, seed, recipe.eval_batch_size, None)
+    return {
         "grid_size": spec.size,
         "box_rows": spec.box_rows,
         "box_cols": spec.box_cols,
         "num_puzzles": int(len(puzzles)),
-        "quality_auroc": auroc(1.0 - q, w),
-        "quality_auroc_rule_conflict": auroc(1.0 - q, clashing[generated]),
-        "quality_auroc_vs_reference_solution": auroc(1.0 - q, (scored_grids != solutions)[generated]),
-        "wrong_cell_label": "nearest_completion",
-        "wrong_cell_label_fallbacks": int(fallbacks),
         "quality_scored_method": scoring_method,
         "quality_scored_nfe": nfes[0],
-        "wrong_cell_fraction": float(w.mean()) if len(w) else float("nan"),
-        "rule_conflict_fraction": float(clashing[generated].mean()) if len(w) else float("nan"),
         "records": records,
-        "calibration": calibration(q, ~w),
         "sampler": {"unmasking": recipe.unmasking, "num_remask": recipe.num_remask, "step_on": recipe.step_on,
                     "step_off": recipe.step_off, "prism_loop_steps": recipe.prism_loop_steps, "temperature": 0.0},
+        **_quality_report(model, scored_sequences, puzzles, solutions, recipe),
     }
-    keep = min(len(puzzles), 64)
-    result["quality_example"] = {
-        "puzzles": puzzles[:keep].tolist(),
-        "grids": scored_grids[:keep].tolist(),
-        "quality": cell_quality[:keep].round(4).tolist(),
-        "wrong": wrong[:keep].tolist(),
-    }
-    return result
 
 
 def format_table(result: Dict) -> str:
