@@ -13,29 +13,36 @@ from typing import List, Optional
 
 __all__ = ["register", "main"]
 
-_METHOD_NAMES = (
-    "vanilla-confidence", "vanilla-margin", "vanilla-random", "remdm-conf", "random-remask", "confidence-remask", "prism",
-)
+
+def _int_at_least(flag: str, minimum: int, valid: str):
+    """An ``argparse`` type: an int >= ``minimum``; ``valid`` (what to pass) ends both error messages."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer; {valid}.") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} {value} is not valid; {valid}.")
+        return value
+
+    return parse
 
 
-def _nfe_list(text: str) -> int:
+_nfe_list = _int_at_least("--nfe", 1, "the number of model forwards must be an int >= 1")
+_num_threads = _int_at_least("--num-threads", 0, "pass 0 (torch's default) or a count >= 1")
+
+
+def _method_name(text: str) -> str:
+    """An ``argparse`` type: a name of the method table (`prism_hf.sampling.presets`), read only when ``--methods``
+    is given, so that building the parser imports no sampling code."""
+    from ...sampling.presets import get_method_preset
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--nfe {text!r} is not an integer; pass the number of model forwards (>= 1).")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--nfe {value} is not valid; the number of model forwards must be >= 1.")
-    return value
-
-
-def _num_threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--num-threads {text!r} is not an integer; pass 0 (torch's default) or a count >= 1.")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--num-threads {value} is not valid; pass 0 (torch's default) or a count >= 1.")
-    return value
+        get_method_preset(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--methods: {err}") from None
+    return text
 
 
 def _nearest_existing(path: str) -> str:
@@ -113,7 +120,8 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
         group.add_argument("--proposal-temperature", type=float, default=None,
                            help="Temperature of the proposal draws of the PRISM loss (0 = greedy).")
         group.add_argument("--mdm-loss-weight", type=float, default=None, help="lambda of the PRISM loss (Sudoku: 5).")
-        group.add_argument("--head", default=None, help="Quality head type (linear, mlp, transformer).")
+        group.add_argument("--head-type", default=None, help="Quality head type (linear, mlp, transformer).")
+        group.add_argument("--head", default=None, help=argparse.SUPPRESS)  # the earlier name of --head-type
         group.add_argument("--train-seed", type=int, default=None)
     group.add_argument("--num-eval-puzzles", type=int, default=None)
     group.add_argument("--num-blanks", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"))
@@ -134,15 +142,24 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
 _RECIPE_FIELDS = (
     "size", "box_rows", "hidden_size", "num_hidden_layers", "num_attention_heads", "pretrain_steps",
     "pretrain_batch_size", "pretrain_learning_rate", "finetune_steps", "finetune_batch_size", "finetune_learning_rate",
-    "num_update_tokens", "num_proposals", "proposal_temperature", "mdm_loss_weight", "head", "train_seed", "num_eval_puzzles", "num_blanks", "eval_seed",
+    "num_update_tokens", "num_proposals", "proposal_temperature", "mdm_loss_weight", "head_type", "train_seed",
+    "num_eval_puzzles", "num_blanks", "eval_seed",
     "unique_puzzles", "unmasking", "num_remask", "eval_batch_size",
 )
 
 
 def _recipe(args: argparse.Namespace, base=None):
+    from ...utils.deprecation import rename_kwarg
+    from .grids import SudokuInputError
     from .recipes import get_recipe
 
     overrides = {name: getattr(args, name, None) for name in _RECIPE_FIELDS}
+    earlier = {"--head": args.head} if getattr(args, "head", None) is not None else {}
+    try:
+        overrides["head_type"] = rename_kwarg(earlier, "--head", "--head-type", "prism-hf sudoku",
+                                              current=overrides["head_type"])
+    except TypeError as err:
+        raise SudokuInputError(str(err)) from None
     if overrides.get("num_blanks") is not None:
         overrides["num_blanks"] = tuple(overrides["num_blanks"])
     if overrides.get("size") is not None and overrides.get("box_rows") is None:
@@ -235,6 +252,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+_METHODS_HELP = (
+    "Sampling methods to evaluate, names of the method table prism_hf.sampling.presets (`prism-hf info` lists them; "
+    "default: PRISM and its six baselines, prism_hf.tasks.sudoku.evaluation.METHODS)."
+)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``sudoku`` command (with ``demo``, ``pretrain``, ``finetune``, ``evaluate``) to ``subparsers``."""
     parser = subparsers.add_parser(
@@ -246,7 +269,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="Pretrain, PRISM fine-tune, evaluate every method and report (resumable).")
     demo.add_argument("--output-dir", default="sudoku_demo", help="Leaves backbone/, prism/, results.json and PNGs.")
-    demo.add_argument("--methods", nargs="+", choices=_METHOD_NAMES, default=None, help="Methods to evaluate (default: all).")
+    demo.add_argument("--methods", nargs="+", type=_method_name, default=None, metavar="METHOD", help=_METHODS_HELP)
     demo.add_argument("--nfe", type=_nfe_list, nargs="+", default=None, help="Model forwards per puzzle (default: the recipe's).")
     _add_recipe_args(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -267,7 +290,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     ev.add_argument("--puzzles", default=None, help="CSV puzzle file (one token row per line); default: the "
                     "checkpoint recipe's generated held-out puzzles.")
     ev.add_argument("--output", default="sudoku_results.json", help="Results JSON.")
-    ev.add_argument("--methods", nargs="+", choices=_METHOD_NAMES, default=None, help="Methods (default: all).")
+    ev.add_argument("--methods", nargs="+", type=_method_name, default=None, metavar="METHOD", help=_METHODS_HELP)
     ev.add_argument("--nfe", type=_nfe_list, nargs="+", default=None, help="One or more NFE values (default: the checkpoint's).")
     ev.add_argument("--figures-dir", default=None, help="Also write quality_grids.png and reliability.png here.")
     ev.add_argument("--cache-dir", default=None, help="Finished (method, NFE) records are stored here as they complete "

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ...utils.deprecation import rename_kwarg, warn_deprecated
 from .data import EVAL_SEED
 from .grids import SudokuInputError, SudokuSpec
 
@@ -62,7 +64,10 @@ class SudokuRecipe:
             greedy). The demo draws at 2 so that nearly complete training grids carry wrong cells for the head to
             learn from (see ``docs/sudoku.md``); the paper's recipe draws at 1.
         mdm_loss_weight (`float`): ``lambda`` (Sudoku: 5.0).
-        head (`str`): Quality head type (``"mlp"`` by default; ``"linear"`` is the paper's Sudoku probe).
+        head_type (`str`): Quality head type (``"mlp"`` by default; ``"linear"`` is the paper's Sudoku probe), the
+            [`PrismConfig`] field of the same name. Its earlier name ``head`` still works as an argument, in
+            [`replace`] and as an attribute, with a `FutureWarning` (removed in prism_hf 0.3.0); recipe files that
+            carry ``head`` load unchanged.
         train_seed (`int`): Seed of the training grids and of training. Never used for evaluation puzzles.
         eval_seed (`int`): Seed of the generated evaluation puzzles (never used in training or tuning).
         num_eval_puzzles (`int`): Generated evaluation puzzles (when no puzzle file is given).
@@ -98,7 +103,7 @@ class SudokuRecipe:
     num_proposals: int = 1
     proposal_temperature: float = 2.0
     mdm_loss_weight: float = 5.0
-    head: str = "mlp"
+    head_type: str = "mlp"
     train_seed: int = 1
     eval_seed: int = EVAL_SEED
     num_eval_puzzles: int = 500
@@ -156,10 +161,7 @@ class SudokuRecipe:
             raise SudokuInputError(f"step_on={self.step_on} must be below step_off={self.step_off} (the remasking window).")
         if self.unmasking not in _UNMASKING_RULES:
             raise SudokuInputError(f"unmasking={self.unmasking!r} is not valid; choose one of {list(_UNMASKING_RULES)}.")
-        from ...modeling.heads import HEAD_REGISTRY
-
-        if self.head not in HEAD_REGISTRY:
-            raise SudokuInputError(f"head={self.head!r} is not a quality head type; choose one of {sorted(HEAD_REGISTRY)}.")
+        _check_head_type("head_type", self.head_type)
         if not isinstance(self.unique_puzzles, bool):
             raise SudokuInputError(f"unique_puzzles={self.unique_puzzles!r} is not valid; use True or False.")
         # Pretraining grids use train_seed, PRISM fine-tuning grids train_seed + 1; evaluation puzzles use eval_seed
@@ -184,7 +186,14 @@ class SudokuRecipe:
     def spec(self) -> SudokuSpec:
         return SudokuSpec.from_size(self.size, self.box_rows)
 
+    @property
+    def head(self) -> str:
+        """Deprecated name of [`head_type`]."""
+        warn_deprecated("head", "head_type", "SudokuRecipe")
+        return self.head_type
+
     def replace(self, **changes) -> "SudokuRecipe":
+        _rename_head(changes, "SudokuRecipe.replace")
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ValueError(f"Unknown recipe fields {unknown}; valid fields: {[f.name for f in dataclasses.fields(self)]}.")
@@ -193,6 +202,8 @@ class SudokuRecipe:
     def to_dict(self) -> Dict:
         data = dataclasses.asdict(self)
         data["num_blanks"] = list(self.num_blanks)
+        # The field's earlier name, for readers of the previous release's recipe files (removed in prism_hf 0.3.0).
+        data["head"] = self.head_type
         return data
 
     def save(self, directory: str) -> None:
@@ -212,8 +223,42 @@ class SudokuRecipe:
             raise SudokuInputError(f"{path} is not valid JSON ({err}); rerun the stage that wrote it.") from None
         if not isinstance(data, dict):
             raise SudokuInputError(f"{path} holds a {type(data).__name__}, not a recipe object; rerun the stage that wrote it.")
+        # A file of the previous release names the head type `head`; a file of this release carries both names.
+        head = data.pop("head", None)
+        if head is not None and data.setdefault("head_type", head) != head:
+            raise SudokuInputError(
+                f"{path} has head={head!r} and head_type={data['head_type']!r}; they name one field, keep one."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_head_type(name: str, value) -> None:
+    from ...modeling.heads import HEAD_REGISTRY
+
+    if value not in HEAD_REGISTRY:
+        raise SudokuInputError(f"{name}={value!r} is not a quality head type; choose one of {sorted(HEAD_REGISTRY)}.")
+
+
+def _rename_head(kwargs: Dict, where: str) -> None:
+    """``head=`` (the earlier name) -> ``head_type=`` in ``kwargs``, with a `FutureWarning`; both is a `TypeError`.
+    A bad value is reported under the name it was given."""
+    if "head" in kwargs:
+        head = kwargs["head"]
+        kwargs["head_type"] = rename_kwarg(kwargs, "head", "head_type", where, current=kwargs.get("head_type"))
+        _check_head_type("head", head)
+
+
+def _accept_earlier_names(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        _rename_head(kwargs, "SudokuRecipe")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+SudokuRecipe.__init__ = _accept_earlier_names(SudokuRecipe.__init__)
 
 
 RECIPES: Dict[str, SudokuRecipe] = {
@@ -221,7 +266,7 @@ RECIPES: Dict[str, SudokuRecipe] = {
     "paper": SudokuRecipe(
         size=9, hidden_size=256, num_hidden_layers=8, num_attention_heads=8,
         pretrain_steps=50_000, pretrain_batch_size=256, pretrain_learning_rate=3e-4, pretrain_warmup_steps=1000,
-        finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4, num_update_tokens=4, mdm_loss_weight=5.0, head="linear",
+        finetune_steps=20_000, finetune_batch_size=256, finetune_learning_rate=3e-4, num_update_tokens=4, mdm_loss_weight=5.0, head_type="linear",
         proposal_temperature=1.0,
         num_eval_puzzles=2000, num_blanks=(50, 51), nfe=50, unmasking="random", num_remask=4, eval_batch_size=500,
     ),
