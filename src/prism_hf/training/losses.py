@@ -3,7 +3,7 @@
 One training step for a batch of clean sequences ``x`` (see ``docs/training.md`` and Proposition 1 of
 arXiv 2510.01384):
 
-1. [`forward_mask`]: draw ``t ~ U(eps, 1)`` per row and mask every *maskable* position with probability
+1. [`forward_mask`]: draw ``t ~ U(mask_eps, 1)`` per row and mask every *maskable* position with probability
    ``t``, giving ``z``.
 2. Forward the model on ``z``. [`mdm_loss`]: cross-entropy at the masked positions, weighted ``1/t``,
    normalised by ``B * L`` (the regulariser that keeps the model an unmasker).
@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..evaluation.classification import binary_auroc  # noqa: F401  (re-exported: the trainer's metric)
-from ..sampling.scheduling_prism import top_p_filter
+from ..utils.deprecation import rename_kwarg
+from ..utils.token_sampling import sample_tokens
 
 __all__ = [
     "UPDATE_SELECTIONS",
@@ -50,6 +51,8 @@ __all__ = [
 
 #: Valid values of ``update_selection`` (how the ``k`` filled positions are chosen).
 UPDATE_SELECTIONS = ("random", "confidence")
+#: Default lower bound of the masking rate ``t ~ U(mask_eps, 1)``.
+DEFAULT_MASK_EPS = 1e-3
 
 
 # ----- validation helpers -----------------------------------------------------------------------------
@@ -72,6 +75,12 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1.")
 
 
+def _no_other_kwargs(where: str, kwargs: Dict[str, Any]) -> None:
+    """What Python says for an unknown keyword, once the deprecated names have been taken out of ``kwargs``."""
+    if kwargs:
+        raise TypeError(f"{where}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+
 def _check_top_p(name: str, value: Any) -> None:
     if value is None:
         return
@@ -85,11 +94,12 @@ def forward_mask(
     maskable: torch.Tensor,
     mask_token_id: int,
     *,
-    eps: float = 1e-3,
+    mask_eps: Optional[float] = None,
     antithetic: bool = False,
     generator: Optional[torch.Generator] = None,
+    **deprecated: Any,
 ) -> Tuple[torch.LongTensor, torch.BoolTensor, torch.Tensor]:
-    """The masked diffusion forward process: ``t ~ U(eps, 1)`` per row, each maskable position masked with
+    """The masked diffusion forward process: ``t ~ U(mask_eps, 1)`` per row, each maskable position masked with
     probability ``t``.
 
     Args:
@@ -97,7 +107,8 @@ def forward_mask(
         maskable (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): ``True`` where a position may be
             masked. Prompt tokens and padding must be ``False``; they are never masked.
         mask_token_id (`int`): Id written at masked positions.
-        eps (`float`): Lower bound of ``t`` (``0 <= eps < 1``); keeps the ``1/t`` weight of [`mdm_loss`] finite.
+        mask_eps (`float`, *optional*, defaults to `1e-3`): Lower bound of ``t`` (``0 <= mask_eps < 1``); keeps the
+            ``1/t`` weight of [`mdm_loss`] finite. Its deprecated name ``eps`` still works until prism_hf 0.3.0.
         antithetic (`bool`): Stratify ``t`` over the batch (one uniform offset, then evenly spaced ``t``), the
             low-variance sampler of MDLM. Rows still each get a marginally uniform ``t``.
         generator (`torch.Generator`, *optional*): Source of randomness (global RNG when omitted).
@@ -107,12 +118,17 @@ def forward_mask(
         ``masked`` (`torch.BoolTensor`, `(batch_size, sequence_length)`): positions that were masked (always a
         subset of ``maskable``); ``t`` (`torch.FloatTensor`, `(batch_size,)`): the masking rate of each row.
     """
+    mask_eps = rename_kwarg(deprecated, "eps", "mask_eps", "forward_mask", current=mask_eps)
+    _no_other_kwargs("forward_mask", deprecated)
+    mask_eps = DEFAULT_MASK_EPS if mask_eps is None else mask_eps
     _check_ids("input_ids", input_ids)
     maskable = _check_bool_like("maskable", maskable, tuple(input_ids.shape))
     if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 0:
         raise ValueError(f"mask_token_id={mask_token_id!r} is not valid; pass the model's mask token id (an int >= 0).")
-    if not 0.0 <= float(eps) < 1.0:
-        raise ValueError(f"eps={eps!r} is not valid; it must satisfy 0 <= eps < 1 (t is drawn from U(eps, 1)).")
+    if not 0.0 <= float(mask_eps) < 1.0:
+        raise ValueError(
+            f"mask_eps={mask_eps!r} is not valid; it must satisfy 0 <= mask_eps < 1 (t is drawn from U(mask_eps, 1))."
+        )
     batch_size, seq_len = input_ids.shape
     device = input_ids.device
     if antithetic:
@@ -120,7 +136,7 @@ def forward_mask(
         u = (offset + torch.arange(batch_size, device=device, dtype=torch.float32) / batch_size) % 1.0
     else:
         u = torch.rand(batch_size, device=device, generator=generator)
-    t = eps + (1.0 - eps) * u
+    t = mask_eps + (1.0 - mask_eps) * u
     masked = (torch.rand(batch_size, seq_len, device=device, generator=generator) < t[:, None]) & maskable
     noisy_ids = torch.where(masked, torch.full_like(input_ids, mask_token_id), input_ids)
     return noisy_ids, masked, t
@@ -173,7 +189,8 @@ def sample_proposals(
     suppress_token_id: Optional[int] = None,
     top_p: Optional[float] = None,
 ) -> Tuple[torch.LongTensor, torch.Tensor]:
-    """Draw a proposal token at every position from the unmasking posterior.
+    """Draw a proposal token at every position from the unmasking posterior, with the package's one token sampler
+    ([`~prism_hf.utils.token_sampling.sample_tokens`]: inverse-CDF draws, the suppressed token removed first).
 
     Args:
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): Posterior logits.
@@ -186,8 +203,9 @@ def sample_proposals(
             with the mask would not fill it).
         top_p (`float`, *optional*): Draw from the top-p nucleus of the (tempered) posterior only, as the public
             text recipe does (0.9): the tokens whose cumulative probability, themselves included, is at most
-            ``top_p``, and always the most likely one (``top_p_mode="mdlm"`` of [`~scheduling_prism.top_p_filter`]).
-            `None` or 1 draws from the whole posterior. Ignored when greedy.
+            ``top_p``, and always the most likely one (``mode="mdlm"`` of
+            [`~prism_hf.utils.token_sampling.top_p_filter`]). `None` or 1 draws from the whole posterior. Ignored when
+            greedy.
 
     Returns:
         `tuple`: ``proposal_ids`` (`torch.LongTensor`) and ``confidence`` (`torch.FloatTensor`, the probability
@@ -196,62 +214,32 @@ def sample_proposals(
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must have shape (batch, seq_len, vocab); got {tuple(logits.shape)}.")
-    if isinstance(temperature, bool) or not (float(temperature) >= 0.0 and math.isfinite(float(temperature))):
-        raise ValueError(f"temperature={temperature!r} is not valid; use 0 for greedy or a finite value > 0 for sampling.")
     _check_top_p("top_p", top_p)
     _check_positive_int("num_samples", num_samples)
-    batch_size, seq_len, vocab = logits.shape
-    logits = logits.detach().float()
-    probs = logits.softmax(-1)
-    suppress = suppress_token_id is not None and 0 <= suppress_token_id < vocab
-    if suppress:
-        probs[..., suppress_token_id] = 0.0
-        # The mass of the other tokens as their sum, not 1 - p(suppressed): no cancellation when the suppressed token
-        # holds almost all the mass.
-        total = probs.sum(-1, keepdim=True)
-    if temperature == 0:
-        ids = probs.argmax(-1, keepdim=True).expand(batch_size, seq_len, num_samples)
-    else:
-        tempered = probs
-        if temperature != 1:
-            tempered = (logits / temperature).softmax(-1)
-            if suppress:
-                tempered[..., suppress_token_id] = 0.0
-        if top_p is not None and top_p < 1.0:
-            tempered = top_p_filter(tempered.log(), top_p, mode="mdlm").softmax(-1)
-        # Inverse-CDF sampling: one uniform per draw and a binary search, far cheaper than torch.multinomial
-        # over large vocabularies. The suppressed token has zero width, so it is never drawn; the CDF need not
-        # be renormalised because the uniforms are scaled by its last value.
-        cdf = tempered.cumsum(-1)
-        u = torch.rand(batch_size, seq_len, num_samples, device=logits.device, generator=generator) * cdf[..., -1:]
-        ids = torch.searchsorted(cdf, u, right=True).clamp_(max=vocab - 1)
-    confidence = probs.gather(-1, ids)
-    if suppress:
-        confidence = confidence / total.clamp(min=torch.finfo(torch.float32).tiny)
-    ids = ids.permute(2, 0, 1).contiguous()
-    confidence = confidence.permute(2, 0, 1).contiguous()
-    if num_samples == 1:
-        return ids[0], confidence[0]
-    return ids, confidence
+    draw = sample_tokens(
+        logits.detach(), temperature=temperature, top_p=top_p, top_p_mode="mdlm", suppress_token_id=suppress_token_id,
+        num_samples=None if num_samples == 1 else num_samples, confidence_source="model", generator=generator,
+    )
+    return draw.tokens, draw.token_prob
 
 
 # ----- 4. which k positions ------------------------------------------------------------------------------
 def _update_indices(
     masked: torch.Tensor,
     num_update_tokens: int,
-    selection: str = "random",
+    update_selection: str = "random",
     confidence: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Tuple[torch.LongTensor, torch.BoolTensor]:
     """Indices ``(B, k')`` of the chosen positions and their validity (``k' = min(k, L)``); a row with fewer than
     ``k`` masked positions gets all of them and invalid padding entries."""
     _check_positive_int("num_update_tokens", num_update_tokens)
-    if selection not in UPDATE_SELECTIONS:
-        raise ValueError(f"update_selection={selection!r} is not valid; choose one of {list(UPDATE_SELECTIONS)}.")
+    if update_selection not in UPDATE_SELECTIONS:
+        raise ValueError(f"update_selection={update_selection!r} is not valid; choose one of {list(UPDATE_SELECTIONS)}.")
     if masked.dim() != 2:
         raise ValueError(f"masked must have shape (batch, seq_len); got {tuple(masked.shape)}.")
     masked = masked.bool()
-    if selection == "random":
+    if update_selection == "random":
         scores = torch.rand(masked.shape, device=masked.device, generator=generator)
     else:
         if confidence is None:
@@ -270,9 +258,10 @@ def _update_indices(
 def select_update_positions(
     masked: torch.Tensor,
     num_update_tokens: int,
-    selection: str = "random",
+    update_selection: Optional[str] = None,
     confidence: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    **deprecated: Any,
 ) -> torch.BoolTensor:
     """Choose ``k`` masked positions per row to fill with their proposals.
 
@@ -280,8 +269,9 @@ def select_update_positions(
         masked (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): Masked positions of ``z`` (only
             these can be chosen).
         num_update_tokens (`int`): ``k``, positions filled per row; clamped per row to the number masked.
-        selection (`str`): ``"random"`` (uniform subset, the Sudoku and text recipes) or ``"confidence"`` (the
-            ``k`` with the highest ``confidence``, the LLaDA recipe).
+        update_selection (`str`, *optional*, defaults to `"random"`): ``"random"`` (uniform subset, the Sudoku and
+            text recipes) or ``"confidence"`` (the ``k`` with the highest ``confidence``, the LLaDA recipe). Its
+            deprecated name ``selection`` still works until prism_hf 0.3.0.
         confidence (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*): Score of each
             position's proposal; required for ``"confidence"``.
         generator (`torch.Generator`, *optional*): Source of randomness for ``"random"``.
@@ -290,7 +280,10 @@ def select_update_positions(
         `torch.BoolTensor` of shape `(batch_size, sequence_length)`: ``True`` at the ``min(k, #masked)`` chosen
         positions of each row.
     """
-    indices, valid = _update_indices(masked, num_update_tokens, selection, confidence, generator)
+    update_selection = rename_kwarg(deprecated, "selection", "update_selection", "select_update_positions",
+                                    current=update_selection)
+    _no_other_kwargs("select_update_positions", deprecated)
+    indices, valid = _update_indices(masked, num_update_tokens, update_selection or "random", confidence, generator)
     update = torch.zeros_like(masked, dtype=torch.bool)
     return update.scatter(1, indices, valid)
 
@@ -380,13 +373,14 @@ def prism_step(
     mdm_loss_weight: float = 0.5,
     update_selection: str = "random",
     proposal_temperature: float = 1.0,
-    eps: float = 1e-3,
+    mask_eps: Optional[float] = None,
     antithetic: bool = False,
     train_backbone: bool = True,
     generator: Optional[torch.Generator] = None,
     skip_unused_logits: bool = False,
     proposal_top_p: Optional[float] = None,
     share_proposal_draws: bool = False,
+    **deprecated: Any,
 ) -> PrismLossOutput:
     """One PRISM loss evaluation: two forwards (on ``z``, then on ``y``), the self-correction BCE and the MDM term.
 
@@ -405,7 +399,8 @@ def prism_step(
             ``train_backbone=False``).
         update_selection (`str`): ``"random"`` or ``"confidence"``.
         proposal_temperature (`float`): Sampling temperature of the proposals (``0`` = greedy).
-        eps (`float`): Lower bound of the masking rate ``t``.
+        mask_eps (`float`, *optional*, defaults to `1e-3`): Lower bound of the masking rate ``t``. Its deprecated
+            name ``eps`` still works until prism_hf 0.3.0.
         antithetic (`bool`): Stratified ``t`` over the batch.
         train_backbone (`bool`): ``False`` runs the forward on ``z`` under `torch.no_grad` (frozen backbone):
             the MDM loss is then only reported.
@@ -422,6 +417,34 @@ def prism_step(
     Returns:
         [`PrismLossOutput`]
     """
+    mask_eps = rename_kwarg(deprecated, "eps", "mask_eps", "prism_step", current=mask_eps)
+    _no_other_kwargs("prism_step", deprecated)
+    _check_step_arguments(num_update_tokens, num_proposals, proposal_top_p, share_proposal_draws, mdm_loss_weight, update_selection)
+    # Steps 1-2: z, and the forward on it. With a frozen backbone nothing here needs a graph.
+    noisy_ids, masked, t = forward_mask(input_ids, maskable, mask_token_id, mask_eps=mask_eps, antithetic=antithetic,
+                                        generator=generator)
+    with torch.set_grad_enabled(train_backbone and torch.is_grad_enabled()):
+        first = model_fn(noisy_ids, attention_mask=attention_mask)
+        mdm = mdm_loss(first.logits, input_ids, masked, t)
+    mdm = mdm if train_backbone else mdm.detach()
+    # Steps 3-4: n_y proposals per z, each filling its own k positions: y.
+    update_ids, update_mask, indices, valid = _proposal_states(
+        first.logits, noisy_ids, masked, mask_token_id, num_update_tokens, num_proposals, update_selection,
+        proposal_temperature, proposal_top_p, share_proposal_draws, generator,
+    )
+    # Step 5: the forward on y (only its quality is read); BCE on the filled positions.
+    rep_attention = None if attention_mask is None else attention_mask.repeat(num_proposals, 1)
+    second = model_fn(update_ids, attention_mask=rep_attention, **({"output_logits": False} if skip_unused_logits else {}))
+    sc_loss, targets = self_correction_loss(second.quality_logits, update_ids, input_ids.repeat(num_proposals, 1), update_mask)
+    return PrismLossOutput(
+        loss=sc_loss + mdm_loss_weight * mdm if train_backbone else sc_loss, mdm_loss=mdm, self_correction_loss=sc_loss,
+        quality_logits=second.quality_logits.detach().float().gather(1, indices), quality_targets=targets.gather(1, indices),
+        quality_valid=valid, noisy_ids=noisy_ids, masked=masked, t=t, update_ids=update_ids, update_mask=update_mask,
+    )
+
+
+def _check_step_arguments(num_update_tokens: Any, num_proposals: Any, proposal_top_p: Any, share_proposal_draws: Any,
+                          mdm_loss_weight: Any, update_selection: Any) -> None:
     _check_positive_int("num_update_tokens", num_update_tokens)
     _check_positive_int("num_proposals", num_proposals)
     _check_top_p("proposal_top_p", proposal_top_p)
@@ -431,21 +454,24 @@ def prism_step(
         raise ValueError(f"mdm_loss_weight={mdm_loss_weight!r} is not valid; it must be >= 0.")
     if update_selection not in UPDATE_SELECTIONS:
         raise ValueError(f"update_selection={update_selection!r} is not valid; choose one of {list(UPDATE_SELECTIONS)}.")
-    batch_size, seq_len = input_ids.shape
-    noisy_ids, masked, t = forward_mask(input_ids, maskable, mask_token_id, eps=eps, antithetic=antithetic, generator=generator)
 
-    # Step 2: forward on z. With a frozen backbone nothing here needs a graph.
-    with torch.set_grad_enabled(train_backbone and torch.is_grad_enabled()):
-        first = model_fn(noisy_ids, attention_mask=attention_mask)
-        mdm = mdm_loss(first.logits, input_ids, masked, t)
-    if not train_backbone:
-        mdm = mdm.detach()
 
-    # Steps 3-4: n_y proposals per z, each filling its own k positions.
-    draws = 1 if share_proposal_draws else num_proposals
+def _proposal_states(
+    logits: torch.Tensor, noisy_ids: torch.LongTensor, masked: torch.Tensor, mask_token_id: int, num_update_tokens: int,
+    num_proposals: int, update_selection: str, temperature: float, top_p: Optional[float], share_draws: bool,
+    generator: Optional[torch.Generator],
+) -> Tuple[torch.LongTensor, torch.BoolTensor, torch.LongTensor, torch.BoolTensor]:
+    """Steps 3-4 of [`prism_step`]: ``n_y`` proposal states ``y`` built from one ``z``.
+
+    Returns:
+        `tuple`: ``update_ids`` (`(n_y * B, L)`, ``y``, detached; copy ``j`` of row ``b`` is row ``j * B + b``),
+        ``update_mask`` (`(n_y * B, L)`, the filled positions), and the chosen ``indices`` and their ``valid`` flags
+        (`(n_y * B, k)`).
+    """
+    batch_size, seq_len = noisy_ids.shape
+    draws = 1 if share_draws else num_proposals
     proposals, confidence = sample_proposals(
-        first.logits, proposal_temperature, generator, num_samples=draws, suppress_token_id=mask_token_id,
-        top_p=proposal_top_p,
+        logits, temperature, generator, num_samples=draws, suppress_token_id=mask_token_id, top_p=top_p,
     )
     if draws == 1:
         proposals, confidence = proposals[None], confidence[None]
@@ -458,28 +484,7 @@ def prism_step(
     indices, valid = _update_indices(rep_masked, num_update_tokens, update_selection, confidence, generator)
     update_mask = torch.zeros_like(rep_masked).scatter(1, indices, valid)
     update_ids = torch.where(update_mask, proposals, noisy_ids.repeat(num_proposals, 1)).detach()
-
-    # Step 4-5: forward on y; BCE on the filled positions.
-    rep_attention = None if attention_mask is None else attention_mask.repeat(num_proposals, 1)
-    second_kwargs = {"output_logits": False} if skip_unused_logits else {}
-    second = model_fn(update_ids, attention_mask=rep_attention, **second_kwargs)
-    rep_targets = input_ids.repeat(num_proposals, 1)
-    sc_loss, targets = self_correction_loss(second.quality_logits, update_ids, rep_targets, update_mask)
-
-    total = sc_loss + mdm_loss_weight * mdm if train_backbone else sc_loss
-    return PrismLossOutput(
-        loss=total,
-        mdm_loss=mdm,
-        self_correction_loss=sc_loss,
-        quality_logits=second.quality_logits.detach().float().gather(1, indices),
-        quality_targets=targets.gather(1, indices),
-        quality_valid=valid,
-        noisy_ids=noisy_ids,
-        masked=masked,
-        t=t,
-        update_ids=update_ids,
-        update_mask=update_mask,
-    )
+    return update_ids, update_mask, indices, valid
 
 
 # ----- metrics of the head ----------------------------------------------------------------------------

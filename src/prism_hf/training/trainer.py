@@ -19,7 +19,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
 from .collator import MaskedDiffusionCollator
-from ..modeling.families import UnknownFamilyError, family_for_model
+from ..modeling.families import MAX_LENGTH_ATTRS, aligned_logits, mask_token_id_for, max_length_of
 from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
 from ..modeling.modeling_prism import (
     ADAPTER_DIRNAME,
@@ -34,8 +34,8 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["MDMTrainer", "PrismTrainer", "model_max_length"]
 
-#: Config attributes that hold a model's longest sequence, in the order they are tried.
-_MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len")
+#: Config attributes that hold a model's longest sequence (kept for old imports; the list lives in families).
+_MAX_LENGTH_ATTRS = MAX_LENGTH_ATTRS
 #: Batch keys produced by [`MaskedDiffusionCollator`] or read by it; kept when unused columns are removed.
 _COLLATOR_COLUMNS = ("input_ids", "attention_mask", "maskable", "prompt_length", "labels")
 
@@ -47,13 +47,9 @@ def _backbone_config(model: nn.Module) -> Any:
 
 
 def model_max_length(model: nn.Module) -> Optional[int]:
-    """Longest sequence the model accepts, from its (backbone's) config; ``None`` when the config does not say."""
-    config = _backbone_config(model)
-    for attr in _MAX_LENGTH_ATTRS:
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
+    """Longest sequence the model accepts, from its (backbone's) config; ``None`` when the config does not say
+    ([`~prism_hf.modeling.families.max_length_of`])."""
+    return max_length_of(model)
 
 
 def _config_attr(model: nn.Module, name: str) -> Optional[int]:
@@ -157,24 +153,9 @@ class MDMTrainer(Trainer):
     # ----- set-up helpers -------------------------------------------------------------------------------
     @staticmethod
     def _resolve_mask_token_id(model: nn.Module, mask_token_id: Optional[int], processing_class: Any) -> int:
-        source = "argument mask_token_id"
-        if mask_token_id is None:
-            mask_token_id, source = _config_attr(model, "mask_token_id"), "model.config.mask_token_id"
-        if mask_token_id is None and processing_class is not None:
-            mask_token_id, source = getattr(processing_class, "mask_token_id", None), "processing_class.mask_token_id"
-        if mask_token_id is None:
-            raise ValueError(
-                f"mask_token_id=None: the {type(model).__name__} config has no mask_token_id and no tokenizer with a mask "
-                "token was given. Pass mask_token_id=<the id of the mask token> to the trainer."
-            )
-        if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 0:
-            raise ValueError(f"mask_token_id={mask_token_id!r} (from {source}) is not valid; it must be an int >= 0.")
-        vocab = _config_attr(model, "vocab_size")
-        if vocab is not None and mask_token_id >= vocab:
-            raise ValueError(
-                f"mask_token_id={mask_token_id} (from {source}) is outside the model's vocabulary: valid ids are 0..{vocab - 1}."
-            )
-        return mask_token_id
+        """The argument, else what the model records, else its family's rule, else the tokenizer's
+        ([`~prism_hf.modeling.families.mask_token_id_for`])."""
+        return mask_token_id_for(model, tokenizer=processing_class, mask_token_id=mask_token_id)
 
     def _resolve_pad_token_id(self, model: nn.Module, processing_class: Any) -> int:
         pad = getattr(processing_class, "pad_token_id", None) if processing_class is not None else None
@@ -209,21 +190,7 @@ class MDMTrainer(Trainer):
 
     def _logits(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Aligned posterior logits (position ``i`` predicts token ``i``) of any supported model."""
-        raw = self.accelerator.unwrap_model(model)
-        if isinstance(raw, PrismForMaskedDiffusion):
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
-        try:
-            family = family_for_model(raw)
-        except UnknownFamilyError:
-            family = None
-        if family is None:
-            kwargs = {"input_ids": input_ids}
-            if attention_mask is not None:
-                kwargs["attention_mask"] = attention_mask
-            return model(**kwargs).logits
-        output = model(**family.backbone_inputs(input_ids, attention_mask))
-        logits = getattr(output, family.logits_attr, None)
-        return family.align(output[0] if logits is None else logits)
+        return aligned_logits(model, input_ids, attention_mask)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -234,7 +201,7 @@ class MDMTrainer(Trainer):
             input_ids,
             inputs["maskable"],
             self.mask_token_id,
-            eps=getattr(self.args, "mask_eps", 1e-3),
+            mask_eps=getattr(self.args, "mask_eps", None),
             antithetic=getattr(self.args, "antithetic", False),
             generator=self._step_generator(model, input_ids.device),
         )
@@ -388,7 +355,7 @@ class PrismTrainer(MDMTrainer):
             proposal_temperature=args.proposal_temperature,
             proposal_top_p=args.proposal_top_p,
             share_proposal_draws=args.share_proposal_draws,
-            eps=args.mask_eps,
+            mask_eps=args.mask_eps,
             antithetic=args.antithetic,
             train_backbone=self.train_backbone,
             generator=self._step_generator(model, inputs["input_ids"].device),
