@@ -23,16 +23,18 @@ Any argument can be given in a YAML file with ``--config`` (command-line flags o
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from transformers import AutoTokenizer
 
-from prism_hf import PrismForMaskedDiffusion
-from prism_hf.arguments import parse_args_with_config, train_resume_save
 from prism_hf.training.trainer import PrismTrainer
 from prism_hf.training.training_args import PrismTrainingArguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arguments import parse_args_with_config, prism_model_from_arguments, train_resume_save  # noqa: E402
 
 logger = logging.getLogger("train_code")
 
@@ -158,9 +160,6 @@ def tokenize_prompt_response(tokenizer, prompt: str, response: str, system_promp
 def main(argv: Optional[List[str]] = None):
     model_args, data_args, training_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
-    import torch
-
-    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code
     )
@@ -172,14 +171,7 @@ def main(argv: Optional[List[str]] = None):
             num_proc=data_args.preprocessing_num_workers,
             desc="chat template",
         )
-    model = PrismForMaskedDiffusion.from_backbone(
-        model_args.model_name_or_path,
-        head=model_args.head_type,
-        revision=model_args.revision,
-        trust_remote_code=model_args.trust_remote_code,
-        dtype=dtype,
-        tokenizer=tokenizer,
-    )
+    model = prism_model_from_arguments(model_args, tokenizer)
     peft_config = None
     if model_args.use_lora:
         from peft import LoraConfig

@@ -25,6 +25,7 @@ number of processes, so the same config gives batch 256 on 1, 2, 4 or 8 GPUs.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -32,10 +33,11 @@ from typing import Dict, List, Optional
 
 from transformers import AutoTokenizer
 
-from prism_hf import PrismForMaskedDiffusion
-from prism_hf.arguments import parse_args_with_config, train_resume_save
 from prism_hf.training.trainer import PrismTrainer
 from prism_hf.training.training_args import PrismTrainingArguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arguments import parse_args_with_config, prism_model_from_arguments, train_resume_save  # noqa: E402
 
 logger = logging.getLogger("train_text")
 
@@ -228,8 +230,6 @@ def packed_dataset(dataset, tokenizer, block_size: int, text_column: str, wrap_b
 def main(argv: Optional[List[str]] = None):
     model_args, data_args, training_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
-    import torch
-
     set_global_batch_size(training_args)
     if training_args.max_length is None:
         raise ValueError("max_length=None: the text recipe packs documents to a fixed length; pass --max_length (1024).")
@@ -265,15 +265,7 @@ def main(argv: Optional[List[str]] = None):
         )
     if not data_args.streaming and len(train_dataset) == 0:
         raise ValueError(f"The training text packs into no block of max_length={training_args.max_length} tokens; add text.")
-    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
-    model = PrismForMaskedDiffusion.from_backbone(
-        model_args.model_name_or_path,
-        head=model_args.head_type,
-        revision=model_args.revision,
-        trust_remote_code=model_args.trust_remote_code,
-        dtype=dtype,
-        tokenizer=tokenizer,
-    )
+    model = prism_model_from_arguments(model_args, tokenizer)
     trainer = PrismTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)
     result = train_resume_save(trainer, tokenizer)
     return trainer, result

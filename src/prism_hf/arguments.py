@@ -1,12 +1,27 @@
-"""Command-line parsing shared by the example scripts: dataclass arguments plus an optional YAML config."""
+"""Deprecated: the example scripts' argument parsing moved to ``examples/arguments.py`` (it serves only them).
+
+Importing this module warns (`FutureWarning`); it is removed in prism_hf 0.3.0. It keeps its own copy of the two
+functions for that one release, because an installed wheel has no ``examples/`` folder to load them from; the
+maintained copy is ``examples/arguments.py``.
+"""
 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from .utils.deprecation import REMOVAL_VERSION
+
 __all__ = ["parse_args_with_config", "train_resume_save"]
+
+warnings.warn(
+    "prism_hf.arguments is deprecated: it serves only the example scripts and moved to examples/arguments.py (copy "
+    f"that file next to your script). It will be removed in prism_hf {REMOVAL_VERSION}.",
+    FutureWarning,
+    stacklevel=2,
+)
 
 
 def parse_args_with_config(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None) -> Tuple:
