@@ -6,8 +6,15 @@ PRISM on LLaDA-8B-Instruct, HumanEval, the LLaDA block settings (8 GPUs, data pa
         --benchmark humaneval --gen_length 512 --block_length 64 --num_inference_steps 256 \\
         --remasking prism --remask_schedule budget --remask_budget 12 --output results/humaneval_prism_256.json
 
-A baseline on the same backbone: ``--checkpoint GSAI-ML/LLaDA-8B-Instruct --remasking remdm_conf`` (any rule that
+A baseline on the same backbone: ``--checkpoint GSAI-ML/LLaDA-8B-Instruct --method remdm-conf`` (any method that
 needs no quality head works on a plain MDM). MBPP: ``--benchmark mbpp`` (Hub) or ``--data_files mbpp.jsonl``.
+
+``--method`` names a method of the preset table shared with the Sudoku and text evaluations
+(`prism_hf.sampling.presets`: ``prism``, ``vanilla``, ``remdm-conf``, ``confidence-remask``, ...). The sampler
+flags (``--unmasking``, ``--remask_schedule``, ``--num_remask``, ``--remask_budget``, ``--eta``, ``--step_on``,
+``--step_off``, ``--prism_loop_steps``) are the task's settings: every method takes ``--unmasking`` unless it fixes
+its own (``vanilla-margin``), and ``prism`` and the same-count baselines take the remask counts. Without
+``--method``, ``--remasking`` (default ``prism``) names a scheduler rule directly and every sampler flag applies.
 
 The results JSON records the sampler configuration, the checkpoint, NFE, wall time, pass@k and per-task
 outcomes, so figures can be compared and reproduced.
@@ -39,8 +46,9 @@ from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
 from prism_hf import PrismForMaskedDiffusion
 from prism_hf.evaluation import Sandbox, SandboxResult, execute_programs, humaneval_program
 from prism_hf.evaluation.code_eval import summarize_results
-from prism_hf.modeling.families import get_family, resolve_mask_token_id
+from prism_hf.modeling.families import get_family, mask_token_id_for
 from prism_hf.sampling.pipeline_prism import PrismPipeline
+from prism_hf.sampling.presets import TASK_SAMPLER_FIELDS, get_method_preset, method_names
 from prism_hf.sampling.scheduling_prism import PrismScheduler
 
 BENCHMARKS = ("humaneval", "mbpp")
@@ -68,8 +76,13 @@ class EvalArguments:
     batch_size: int = field(default=8, metadata={"help": "Prompts per pipeline call (per process)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     # --- sampler (PrismScheduler config + pipeline call) ---
+    method: Optional[str] = field(
+        default=None, metadata={"help": f"A named method of prism_hf.sampling.presets ({', '.join(method_names())}); "
+                                        "the sampler flags below are its task settings. Not with --remasking."})
     unmasking: str = field(default="confidence", metadata={"help": "Unmasking rule."})
-    remasking: str = field(default="prism", metadata={"help": "Remasking rule (none, prism, random, confidence, remdm_*)."})
+    remasking: Optional[str] = field(
+        default=None, metadata={"help": "Remasking rule (none, prism, random, confidence, remdm_*) when no --method is "
+                                        "given; default prism."})
     remask_schedule: str = field(default="budget", metadata={"help": "fixed, budget or binomial."})
     num_remask: int = field(default=4, metadata={"help": "Tokens remasked per step (fixed schedule / loop steps)."})
     remask_budget: int = field(default=12, metadata={"help": "Tokens remasked per block (budget schedule; LLaDA: 12)."})
@@ -108,6 +121,11 @@ class EvalArguments:
             raise ValueError(f"benchmark={self.benchmark!r} must be one of {list(BENCHMARKS)}.")
         if self.data_files is not None and not Path(self.data_files).is_file():
             raise ValueError(f"data_files={self.data_files!r} is not a file (a local MBPP-style jsonl).")
+        if self.method is not None:
+            if self.remasking is not None:
+                raise ValueError(f"method={self.method!r} and remasking={self.remasking!r}: pass one (a method sets its "
+                                 "own remasking rule).")
+            get_method_preset(self.method)  # an unknown name fails now, listing the valid ones
         if self.num_inference_steps is None:
             self.num_inference_steps = max(1, self.gen_length // 2)
         if self.cache_path is None:
@@ -265,22 +283,20 @@ def build_program(task: Dict[str, Any], reply: str) -> str:
 
 # ----- model ------------------------------------------------------------------------------------------------
 def load_model_and_tokenizer(args: EvalArguments):
+    """The PRISM checkpoint (or plain backbone), its tokenizer and its mask id."""
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     config = AutoConfig.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
     if config.model_type == "prism":
         model = PrismForMaskedDiffusion.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code, dtype=dtype)
         tokenizer_source = args.tokenizer or _tokenizer_source(args.checkpoint, model.config.backbone_name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
-        mask_token_id = model.mask_token_id
     else:
         import transformers
 
-        family = get_family(config.model_type)
-        auto_cls = getattr(transformers, family.auto_class)
+        auto_cls = getattr(transformers, get_family(config.model_type).auto_class)
         model = auto_cls.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code, dtype=dtype).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.checkpoint, trust_remote_code=args.trust_remote_code)
-        mask_token_id = resolve_mask_token_id(family, config, tokenizer=tokenizer)
-    return model, tokenizer, mask_token_id
+        tokenizer_source = args.tokenizer or args.checkpoint
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
+    return model, tokenizer, mask_token_id_for(model, tokenizer=tokenizer)
 
 
 def _tokenizer_source(checkpoint: str, backbone_reference: Optional[str]) -> str:
@@ -292,22 +308,13 @@ def _tokenizer_source(checkpoint: str, backbone_reference: Optional[str]) -> str
 
 
 def make_scheduler(args: EvalArguments) -> PrismScheduler:
-    return PrismScheduler(
-        unmasking=args.unmasking,
-        remasking=args.remasking,
-        remask_schedule=args.remask_schedule,
-        num_remask=args.num_remask,
-        remask_budget=args.remask_budget,
-        eta=args.eta,
-        step_on=args.step_on,
-        step_off=args.step_off,
-        prism_loop_steps=args.prism_loop_steps,
-        temperature=args.temperature,
-        block_length=args.block_length,
-        kv_cache=args.kv_cache,
-        confidence_threshold=args.confidence_threshold,
-        quality_threshold=args.quality_threshold,
-    )
+    """The sampler: ``--method`` on the sampler flags as task settings, else ``--remasking`` with every flag."""
+    task = {name: getattr(args, name) for name in TASK_SAMPLER_FIELDS}
+    decoding = dict(temperature=args.temperature, block_length=args.block_length, kv_cache=args.kv_cache,
+                    confidence_threshold=args.confidence_threshold, quality_threshold=args.quality_threshold)
+    if args.method is not None:
+        return get_method_preset(args.method).scheduler(task, **decoding)
+    return PrismScheduler(remasking=args.remasking or "prism", **task, **decoding)
 
 
 def generate(pipe: PrismPipeline, jobs: List[tuple], args: EvalArguments, cache: Optional[ResultCache], fingerprint: str) -> Dict[str, Any]:
@@ -349,18 +356,14 @@ def _is_prism_checkpoint(args: EvalArguments) -> bool:
     return config.model_type == "prism"
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
-    # every check that can fail runs before any work: the output, the cache, the sampler settings, the tasks
-    check_writable_file(args.output, "--output")
-    cache = ResultCache(str(check_writable_file(args.cache_path, "--cache_path"))) if args.use_cache else None
-    scheduler = make_scheduler(args)
-    tasks = load_tasks(args)
-    from accelerate import PartialState
-    from accelerate.utils import gather_object, parse_flag_from_env
+def generate_missing(args: EvalArguments, tasks, scheduler: PrismScheduler, cache: Optional[ResultCache], state):
+    """Replies not in the cache, generated data-parallel and gathered on every process.
 
-    # Without a GPU (or with ACCELERATE_USE_CPU) run the processes on the CPU with gloo.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    Returns ``(cached_rows, parts, is_prism)``: the cached reply rows by ``(task_id, sample)``, every process's
+    [`generate`] result, and whether the checkpoint is a PRISM one (`None` when the model was not loaded).
+    """
+    from accelerate.utils import gather_object
+
     torch.manual_seed(args.seed + state.process_index)
     gen_key = generation_fingerprint(args, scheduler)
     cached_rows = {(row["task_id"], row["sample"]): row for row in (cache.rows("reply", gen_key) if cache else [])}
@@ -375,18 +378,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         pipe = PrismPipeline(model=model, scheduler=scheduler, tokenizer=tokenizer)
         with state.split_between_processes(jobs) as my_jobs:
             generated = generate(pipe, list(my_jobs), args, cache, gen_key)
-    all_generated = gather_object([generated])
-    if not state.is_main_process:
-        return {}
-    if is_prism is None:
-        is_prism = _is_prism_checkpoint(args)
-    replies: Dict[tuple, str] = {key: row["reply"] for key, row in cached_rows.items()}
-    for part in all_generated:
-        replies.update(part["replies"])
-    programs = [
-        (task["task_id"], j, build_program(task, replies[(task["task_id"], j)])) for task in tasks for j in range(args.num_samples)
-    ]
-    # execution: outcomes already in the cache are reused; every new one is appended as soon as it is known
+    return cached_rows, gather_object([generated]), is_prism
+
+
+def execute_missing(args: EvalArguments, programs: List[tuple], cache: Optional[ResultCache]):
+    """Run the programs (``(task_id, sample, program)``) whose outcome is not cached; each new outcome goes to the
+    cache as soon as it is known. Returns ``(results by (task_id, sample), number reused)``."""
     exec_key = execution_fingerprint(args)
     cached_outcomes = {
         (row["task_id"], row["sample"], row["program_sha256"]): row for row in (cache.rows("outcome", exec_key) if cache else [])
@@ -413,27 +410,27 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             }])
 
     sandbox = Sandbox(timeout=args.timeout, memory_limit_mb=args.memory_limit_mb)
-    start = time.perf_counter()
     execute_programs([program for _, _, program in todo], sandbox=sandbox, num_workers=args.num_workers, on_result=on_result)
-    scores = summarize_results(
-        [task["task_id"] for task in tasks],
-        [[results[(task["task_id"], j)] for j in range(args.num_samples)] for task in tasks],
-        k=args.k,
-    )
-    results_json = {
+    return results, len(programs) - len(todo)
+
+
+def results_record(args, tasks, scores, replies, parts, cached_rows, scheduler, is_prism, num_processes,
+                   outcomes_reused, execution_seconds) -> Dict[str, Any]:
+    """The results JSON: the checkpoint, sampler, NFE, wall times, cache use, pass@k and every task's outcomes."""
+    return {
         "benchmark": args.benchmark,
         "checkpoint": args.checkpoint,
         "is_prism_checkpoint": is_prism,
         "pass_at_k": scores.pass_at_k,
         "num_tasks": len(tasks),
-        "nfe": sum(part["nfe"] for part in all_generated) + round(sum(row["nfe"] for row in cached_rows.values())),
+        "nfe": sum(part["nfe"] for part in parts) + round(sum(row["nfe"] for row in cached_rows.values())),
         "nfe_per_batch_call": args.num_inference_steps,
-        "generation_seconds": max(part["generation_seconds"] for part in all_generated)
+        "generation_seconds": max(part["generation_seconds"] for part in parts)
         + sum(row["seconds"] for row in cached_rows.values()),
-        "execution_seconds": time.perf_counter() - start,
-        "num_processes": state.num_processes,
-        "cache": {"path": args.cache_path if cache else None, "replies_reused": len(cached_rows),
-                  "outcomes_reused": len(programs) - len(todo)},
+        "execution_seconds": execution_seconds,
+        "num_processes": num_processes,
+        "cache": {"path": args.cache_path if args.use_cache else None, "replies_reused": len(cached_rows),
+                  "outcomes_reused": outcomes_reused},
         "sandbox_isolation": list(scores.isolation),
         "sampler": {key: value for key, value in scheduler.config.items() if not key.startswith("_")},
         "arguments": asdict(args),
@@ -448,9 +445,43 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             for task_id, correct, outcomes in zip(scores.task_ids, scores.num_correct, scores.outcomes)
         ],
     }
-    Path(args.output).write_text(json.dumps(results_json, indent=2, default=str))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    # every check that can fail runs before any work: the output, the cache, the sampler settings, the tasks
+    check_writable_file(args.output, "--output")
+    cache = ResultCache(str(check_writable_file(args.cache_path, "--cache_path"))) if args.use_cache else None
+    scheduler = make_scheduler(args)
+    tasks = load_tasks(args)
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # Without a GPU (or with ACCELERATE_USE_CPU) run the processes on the CPU with gloo.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    cached_rows, parts, is_prism = generate_missing(args, tasks, scheduler, cache, state)
+    if not state.is_main_process:
+        return {}
+    if is_prism is None:
+        is_prism = _is_prism_checkpoint(args)
+    replies: Dict[tuple, str] = {key: row["reply"] for key, row in cached_rows.items()}
+    for part in parts:
+        replies.update(part["replies"])
+    programs = [
+        (task["task_id"], j, build_program(task, replies[(task["task_id"], j)])) for task in tasks for j in range(args.num_samples)
+    ]
+    start = time.perf_counter()
+    results, outcomes_reused = execute_missing(args, programs, cache)
+    scores = summarize_results(
+        [task["task_id"] for task in tasks],
+        [[results[(task["task_id"], j)] for j in range(args.num_samples)] for task in tasks],
+        k=args.k,
+    )
+    record = results_record(args, tasks, scores, replies, parts, cached_rows, scheduler, is_prism, state.num_processes,
+                            outcomes_reused, time.perf_counter() - start)
+    Path(args.output).write_text(json.dumps(record, indent=2, default=str))
     print(json.dumps({"pass_at_k": scores.pass_at_k, "num_tasks": len(tasks), "output": args.output}))
-    return results_json
+    return record
 
 
 if __name__ == "__main__":

@@ -26,17 +26,23 @@ Every rule draws tokens from the top-p 0.9 nucleus (``--top_p``, in the public s
 ``--top_p_mode mdlm`` keeps the tokens whose cumulative probability is at most ``top_p``), as the public OWT
 evaluation does; ``--top_p 1.0`` samples from the whole posterior (this script's behaviour before).
 
-Sampling rules (``--rules``), each a preset of `PrismScheduler` arguments that ``--rule_overrides`` (JSON, e.g.
-``'{"prism": {"eta": 0.02, "step_on": 0.1}}'``) can change or extend with new names:
+Sampling rules (``--rules``) are named methods of the one preset table, `prism_hf.sampling.presets` (shared with the
+Sudoku and code evaluations), on the text task's sampler settings ``TEXT_SAMPLER`` (random unmasking; PRISM's remask
+counts ``r ~ Binomial(n_clean, min(eta, (1 - alpha_s) / alpha_t))`` with ``eta = 0.01``, only in the second half of
+the steps: ``step_on=0.5``, steps 128 to 256 of 256, the public recipe). ``--rule_overrides`` (JSON, e.g.
+``'{"prism": {"eta": 0.02, "step_on": 0.1}}'``) changes them or adds new names:
 
-* ``prism``: remask the lowest-quality tokens, ``r ~ Binomial(n_clean, min(eta, (1 - alpha_s) / alpha_t))``
-  with ``eta = 0.01``, only in the second half of the steps (``step_on=0.5``: steps 128 to 256 of 256, the public
-  recipe; ``'{"prism": {"step_on": 0.0}}'`` remasks at every step, as this script did before); random unmasking;
+* ``prism``: remask the lowest-quality tokens (``'{"prism": {"step_on": 0.0}}'`` remasks at every step, as this
+  script did before);
 * ``vanilla``: no remasking (MDLM ancestral sampling);
-* ``remdm_cap`` (eta 0.04, the PRISM paper's text baseline), ``remdm_rescale``, ``remdm_conf``, ``remdm_loop``
+* ``remdm-cap`` (eta 0.04, the PRISM paper's text baseline), ``remdm-rescale``, ``remdm-conf``, ``remdm-loop``
   (public ReMDM defaults);
-* ``confidence`` and ``random``: PRISM's remask counts and window with the lowest-confidence or random tokens
-  (ablations that isolate what the learned head adds).
+* ``confidence-remask`` and ``random-remask``: PRISM's remask counts and window with the lowest-confidence or random
+  tokens (ablations that isolate what the learned head adds);
+* any other name of the table (``vanilla-confidence``, ...).
+
+The earlier names ``remdm_cap``, ``remdm_rescale``, ``remdm_conf``, ``remdm_loop``, ``confidence`` and ``random``
+still work, with a `FutureWarning`, until prism_hf 0.3.0; results and sample files keep the name you pass.
 """
 
 from __future__ import annotations
@@ -52,23 +58,16 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from prism_hf.sampling.presets import DEPRECATED_METHOD_NAMES, METHOD_PRESETS, get_method_preset
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_text import load_text_dataset, pack_texts, parse_args  # noqa: E402
 
 logger = logging.getLogger("eval_text")
 
-#: Scheduler arguments of each named sampling rule (the paper's text settings).
-RULE_PRESETS: Dict[str, Dict[str, Any]] = {
-    "prism": {"remasking": "prism", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random", "step_on": 0.5},
-    "vanilla": {"remasking": "none", "unmasking": "random"},
-    "remdm_cap": {"remasking": "remdm_cap", "eta": 0.04, "unmasking": "random"},
-    "remdm_rescale": {"remasking": "remdm_rescale", "unmasking": "random"},
-    "remdm_conf": {"remasking": "remdm_conf", "unmasking": "random"},
-    "remdm_loop": {"remasking": "remdm_loop", "unmasking": "random"},
-    "confidence": {"remasking": "confidence", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random",
-                   "step_on": 0.5},
-    "random": {"remasking": "random", "remask_schedule": "binomial", "eta": 0.01, "unmasking": "random", "step_on": 0.5},
-}
+#: The text task's sampler settings for the method presets (the paper's text recipe): random unmasking, and PRISM's
+#: remask counts r ~ Binomial(n_clean, min(eta, (1 - alpha_s) / alpha_t)), eta 0.01, in the second half of the steps.
+TEXT_SAMPLER: Dict[str, Any] = {"unmasking": "random", "remask_schedule": "binomial", "eta": 0.01, "step_on": 0.5}
 
 
 @dataclass
@@ -88,8 +87,9 @@ class EvalArguments:
     dtype: str = field(default="float32", metadata={"help": "Generator dtype: float32, bfloat16 or float16."})
     device: Optional[str] = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
     rules: List[str] = field(
-        default_factory=lambda: ["prism", "remdm_cap", "vanilla"],
-        metadata={"help": f"Sampling rules among {sorted(RULE_PRESETS)} or names defined in --rule_overrides."},
+        default_factory=lambda: ["prism", "remdm-cap", "vanilla"],
+        metadata={"help": f"Sampling rules: methods of prism_hf.sampling.presets ({list(METHOD_PRESETS)}) or names "
+                          "defined in --rule_overrides."},
     )
     rule_overrides: Optional[str] = field(
         default=None, metadata={"help": "JSON {rule: {PrismScheduler kwargs}} changing or adding rules."}
@@ -168,14 +168,17 @@ class EvalArguments:
             raise ValueError("rules is empty; pass at least one sampling rule, e.g. --rules prism vanilla.")
         settings = {}
         for rule in self.rules:
-            if rule not in RULE_PRESETS and "remasking" not in overrides.get(rule, {}):
+            own = overrides.get(rule, {})
+            known = rule in METHOD_PRESETS or rule in DEPRECATED_METHOD_NAMES
+            if not known and "remasking" not in own:
                 raise ValueError(
-                    f"rules has {rule!r}, which is neither a preset ({sorted(RULE_PRESETS)}) nor defined in rule_overrides "
-                    "with a 'remasking' key."
+                    f"rules has {rule!r}, which is neither a method preset ({list(METHOD_PRESETS)}) nor defined in "
+                    "rule_overrides with a 'remasking' key."
                 )
             kwargs = {"temperature": self.temperature, "top_p": self.top_p, "top_p_mode": self.top_p_mode}
-            kwargs.update(RULE_PRESETS.get(rule, {}))
-            kwargs.update(overrides.get(rule, {}))
+            if known:
+                kwargs.update(get_method_preset(rule).scheduler_kwargs(TEXT_SAMPLER))
+            kwargs.update(own)
             settings[rule] = kwargs
         return settings
 
@@ -211,14 +214,9 @@ def load_generator(args: EvalArguments):
 
 def reference_texts(args: EvalArguments, tokenizer, seq_length: int, count: int) -> List[str]:
     """Held-out documents packed exactly like the training data into ``count`` blocks of ``seq_length``, decoded."""
-    dataset = load_text_dataset(
-        dataset_name=args.reference_dataset_name,
-        dataset_config=args.reference_dataset_config,
-        split=args.reference_split,
-        data_files=args.reference_files,
-        text_column=args.reference_text_column,
-        argument="--reference_text_column",
-    )
+    dataset = load_text_dataset(dataset_name=args.reference_dataset_name, dataset_config=args.reference_dataset_config,
+                                split=args.reference_split, data_files=args.reference_files,
+                                text_column=args.reference_text_column, argument="--reference_text_column")
     start = max(0, len(dataset) - args.reference_last_n) if args.reference_last_n else 0
     blocks: List[List[int]] = []
     chunk = 1000
@@ -255,31 +253,12 @@ def sample(model, scheduler_kwargs: Dict[str, Any], nfe: int, num_samples: int, 
     return torch.cat(chunks), forwards
 
 
-def evaluate(args: EvalArguments) -> Dict[str, Any]:
-    from prism_hf.evaluation.text_metrics import (
-        decode_samples,
-        generative_perplexity,
-        load_causal_lm,
-        mauve_score,
-        plot_metrics_vs_nfe,
-        text_features,
-        unigram_entropy,
-    )
-    from prism_hf.sampling.pipeline_prism import PrismPipeline
+def load_generator_for(args: EvalArguments, settings: Dict[str, Dict[str, Any]], device: torch.device):
+    """The generator, its tokenizer, mask id and sequence length; refuses a plain backbone for rules that need a
+    quality head."""
+    from prism_hf.modeling.families import mask_token_id_for, max_length_of
     from prism_hf.sampling.remasking import get_remasking_rule
-    from prism_hf.sampling.scheduling_prism import PrismScheduler
-    from prism_hf.training.trainer import model_max_length
 
-    settings = args.rule_settings()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    # The judge first: a non-causal eval model fails here, before any sampling.
-    judge, judge_tokenizer = load_causal_lm(
-        args.eval_model, None if args.eval_tokenizer is None else _tokenizer(args.eval_tokenizer), device=device,
-        argument="--eval_model",
-    )
     model, tokenizer = load_generator(args)
     model.to(device)
     need_head = [rule for rule, kw in settings.items() if get_remasking_rule(kw["remasking"]).needs_quality]
@@ -288,24 +267,70 @@ def evaluate(args: EvalArguments) -> Dict[str, Any]:
             f"rules {need_head} need a quality head, but --model_name_or_path={args.model_name_or_path!r} is a plain "
             f"{type(model).__name__} backbone. Pass a PRISM checkpoint (train_text.py output) or drop those rules."
         )
-    mask_token_id = PrismPipeline(model=model, scheduler=PrismScheduler(), tokenizer=tokenizer).resolve_mask_token_id()
-    seq_length = args.seq_length or model_max_length(model)
+    seq_length = args.seq_length or max_length_of(model)
     if seq_length is None:
         raise ValueError("The model's config does not say its sequence length; pass --seq_length.")
+    return model, tokenizer, mask_token_id_for(model, tokenizer=tokenizer), seq_length
 
-    reference_features = None
-    feature_model, feature_tokenizer = judge, judge_tokenizer
-    if args.mauve:
-        if args.feature_model is not None and args.feature_model != args.eval_model:
+
+class Scorer:
+    """Gen PPL under the judge, unigram entropy and (with ``--mauve``) MAUVE against held-out text of the same
+    length. The judge loads first: a non-causal eval model fails before any sampling."""
+
+    def __init__(self, args: EvalArguments, device: torch.device):
+        from prism_hf.evaluation.text_metrics import load_causal_lm
+
+        self.args = args
+        self.judge, self.judge_tokenizer = load_causal_lm(
+            args.eval_model, None if args.eval_tokenizer is None else _tokenizer(args.eval_tokenizer), device=device,
+            argument="--eval_model",
+        )
+        self.feature_model, self.feature_tokenizer = self.judge, self.judge_tokenizer
+        if args.mauve and args.feature_model is not None and args.feature_model != args.eval_model:
             from transformers import AutoModel
 
-            feature_model = AutoModel.from_pretrained(args.feature_model).to(device).eval()
-            feature_tokenizer = _tokenizer(args.feature_model)
-        count = args.num_reference or args.num_samples
-        references = reference_texts(args, tokenizer, seq_length, count)
-        reference_features = text_features(references, feature_model, feature_tokenizer, batch_size=args.eval_batch_size)
+            self.feature_model = AutoModel.from_pretrained(args.feature_model).to(device).eval()
+            self.feature_tokenizer = _tokenizer(args.feature_model)
+        self.reference_features = None
 
-    buckets = "auto" if args.mauve_num_buckets == "auto" else int(args.mauve_num_buckets)
+    def set_reference(self, tokenizer, seq_length: int) -> None:
+        """Features of the held-out reference blocks (decoded with the generator's ``tokenizer``)."""
+        from prism_hf.evaluation.text_metrics import text_features
+
+        if self.args.mauve:
+            references = reference_texts(self.args, tokenizer, seq_length, self.args.num_reference or self.args.num_samples)
+            self.reference_features = text_features(references, self.feature_model, self.feature_tokenizer,
+                                                    batch_size=self.args.eval_batch_size)
+
+    def __call__(self, ids: torch.Tensor, texts: List[str]) -> Dict[str, Any]:
+        """``entropy``, ``gen_ppl`` and ``mauve`` (`None` without a reference) of one cell's samples."""
+        from prism_hf.evaluation.text_metrics import generative_perplexity, mauve_score, text_features, unigram_entropy
+
+        args = self.args
+        scores = {
+            "entropy": unigram_entropy(ids),
+            "gen_ppl": generative_perplexity(texts, self.judge, self.judge_tokenizer, batch_size=args.eval_batch_size).gen_ppl,
+            "mauve": None,
+        }
+        if self.reference_features is not None:
+            features = text_features(texts, self.feature_model, self.feature_tokenizer, batch_size=args.eval_batch_size)
+            buckets = "auto" if args.mauve_num_buckets == "auto" else int(args.mauve_num_buckets)
+            scores["mauve"] = mauve_score(p_features=features, q_features=self.reference_features, num_buckets=buckets,
+                                          kmeans_num_redo=args.mauve_kmeans_num_redo, seed=args.seed).mauve
+        return scores
+
+
+def evaluate(args: EvalArguments) -> Dict[str, Any]:
+    """Sample every rule at every NFE, score the samples, and write ``results.json``, the plot and the samples."""
+    from prism_hf.evaluation.text_metrics import decode_samples, plot_metrics_vs_nfe
+
+    settings = args.rule_settings()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer(args, device)
+    model, tokenizer, mask_token_id, seq_length = load_generator_for(args, settings, device)
+    scorer.set_reference(tokenizer, seq_length)
     rows = []
     for rule, scheduler_kwargs in settings.items():
         for nfe in args.nfes:
@@ -313,27 +338,14 @@ def evaluate(args: EvalArguments) -> Dict[str, Any]:
             ids, forwards = sample(model, scheduler_kwargs, nfe, args.num_samples, args.batch_size, seq_length,
                                    mask_token_id, args.seed, device)
             texts = decode_samples(ids, tokenizer, mask_token_id=mask_token_id, skip_special_tokens=args.skip_special_tokens)
-            row: Dict[str, Any] = {
-                "rule": rule,
-                "nfe": nfe,
-                "forwards": forwards,
-                "num_samples": len(texts),
-                "seq_length": seq_length,
-                "entropy": unigram_entropy(ids),
-                "gen_ppl": generative_perplexity(texts, judge, judge_tokenizer, batch_size=args.eval_batch_size).gen_ppl,
-                "mauve": None,
-            }
-            if reference_features is not None:
-                features = text_features(texts, feature_model, feature_tokenizer, batch_size=args.eval_batch_size)
-                row["mauve"] = mauve_score(p_features=features, q_features=reference_features, num_buckets=buckets,
-                                           kmeans_num_redo=args.mauve_kmeans_num_redo, seed=args.seed).mauve
+            row: Dict[str, Any] = {"rule": rule, "nfe": nfe, "forwards": forwards, "num_samples": len(texts),
+                                   "seq_length": seq_length, **scorer(ids, texts)}
             row["seconds"] = round(time.time() - began, 2)
             rows.append(row)
             logger.info("%s", row)
             if args.save_samples:
                 with open(output_dir / f"samples_{rule}_{nfe}.jsonl", "w", encoding="utf-8") as handle:
-                    for text in texts:
-                        handle.write(json.dumps({"text": text}) + "\n")
+                    handle.writelines(json.dumps({"text": text}) + "\n" for text in texts)
 
     report = {"settings": {**asdict(args), "rule_settings": settings, "seq_length": seq_length}, "results": rows}
     (output_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
