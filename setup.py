@@ -93,6 +93,8 @@ setup(
     extras_require=extras,
     entry_points={
         "console_scripts": ["prism-hf=prism_hf.cli:main"],
+        # Task commands of `prism-hf` (prism_hf.cli names no task; other packages add theirs to this group too).
+        "prism_hf.commands": ["sudoku = prism_hf.tasks.sudoku.cli:register"],
         "lm_eval.models": ["prism = prism_hf.evaluation.lm_eval_model:PrismLM"],
     },
     cmdclass={"build_py": BuildPyWithLmEvalHook},

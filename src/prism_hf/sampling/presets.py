@@ -168,8 +168,9 @@ def method_names() -> Tuple[str, ...]:
 for _preset in (
     MethodPreset("vanilla", "none", "Vanilla MDM: no remasking, the task's unmasking rule."),
     *(
-        MethodPreset(f"vanilla-{rule}", "none", f"Vanilla MDM: no remasking, unmasking by {rule}.", unmasking=rule)
-        for rule in ("confidence", "margin", "entropy", "random")
+        MethodPreset(f"vanilla-{rule}", "none", f"Vanilla MDM: no remasking, unmasking {order}.", unmasking=rule)
+        for rule, order in (("confidence", "the most confident first"), ("margin", "the largest top-2 margin first"),
+                            ("entropy", "the lowest entropy first"), ("random", "in random order"))
     ),
     MethodPreset("remdm-cap", "remdm_cap", "ReMDM-cap with eta 0.04 (the PRISM paper's text baseline).",
                  settings={"eta": 0.04}),
