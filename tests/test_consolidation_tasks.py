@@ -422,3 +422,34 @@ def test_entry_point_errors_are_clear(monkeypatch, tmp_path):
     _fake_entry_points(monkeypatch, ("empty", "prism_test_ep_empty"))
     with pytest.raises(TypeError, match=r"entry point empty = 'prism_test_ep_empty' has no callable `register"):
         cli.build_parser()
+
+
+# ----- no test doubles in the wheel ----------------------------------------------------------------------------------
+def test_importing_prism_hf_testing_registers_nothing_and_builds_the_real_classes():
+    """prism_hf.testing defines no model class and registers nothing: a user who imports it (the pipeline's docstring
+    does) gets the same Auto mappings, and every builder returns the class that loads the Hub checkpoints."""
+    import subprocess
+
+    check = (
+        "import prism_hf, transformers\n"
+        "from transformers.models.auto import configuration_auto, modeling_auto\n"
+        "def snapshot():\n"
+        "    mappings = [configuration_auto.CONFIG_MAPPING] + [getattr(modeling_auto, name) for name in dir(modeling_auto)\n"
+        "                                                      if name.startswith('MODEL_') and name.endswith('_MAPPING')]\n"
+        "    return [(dict(m._extra_content), dict(getattr(m, '_model_mapping', {}))) for m in mappings]\n"
+        "before = snapshot()\n"
+        "import prism_hf.testing as testing\n"
+        "assert snapshot() == before, 'importing prism_hf.testing changed the Auto mappings'\n"
+        "from prism_hf.models import DreamModel, LLaDAModelLM, MDLMForMaskedLM\n"
+        "expected = {'bert': transformers.BertForMaskedLM, 'modernbert': transformers.ModernBertForMaskedLM,\n"
+        "            'llada': LLaDAModelLM, 'dream': DreamModel, 'mdlm': MDLMForMaskedLM}\n"
+        "assert set(testing.TINY_BUILDERS) == set(expected)\n"
+        "for name, build in testing.TINY_BUILDERS.items():\n"
+        "    model = build()\n"
+        "    assert type(model) is expected[name], (name, type(model))\n"
+        "    assert transformers.AutoConfig.for_model(model.config.model_type).__class__ is type(model.config), name\n"
+        "defined = [v for v in vars(testing).values() if isinstance(v, type) and v.__module__ == testing.__name__]\n"
+        "assert not defined, defined\n"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -134,7 +134,7 @@ def tiny_mdlm(vocab_size: int = 65, hidden_dim: int = 32, n_blocks: int = 2, see
     ``kuleshov-group/mdlm-owt``), as strict as upstream (``timesteps`` required, a bare tensor unless
     ``return_dict``). Upstream initialises the adaLN and output layers to zero (a fresh model outputs zero logits);
     they get small noise here so that a tiny untrained model has informative logits in tests."""
-    from prism_hf.models.mdlm import MDLMConfig, MDLMForMaskedLM  # absolute: this file is also copied as remote code
+    from prism_hf.models.mdlm import MDLMConfig, MDLMForMaskedLM
 
     torch.manual_seed(seed)
     config = MDLMConfig(vocab_size=vocab_size, hidden_dim=hidden_dim, cond_dim=hidden_dim, n_blocks=n_blocks, n_heads=4,
