@@ -8,7 +8,7 @@ almost none (see ``docs/sudoku.md``, "Why the temperature matters").
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,56 @@ __all__ = ["proposal_error_rates", "DEFAULT_MASKED_BINS"]
 
 #: Bins of the number of masked cells (inclusive; ``None`` = every cell) used by [`proposal_error_rates`].
 DEFAULT_MASKED_BINS: Tuple[Tuple[int, Optional[int]], ...] = ((1, 4), (5, 8), (9, 16), (17, None))
+
+
+def _resolve_bins(bins: Optional[Sequence[Tuple[int, Optional[int]]]], cells: int) -> List[Tuple[int, int]]:
+    """Inclusive ``(low, high)`` bins of the number of masked cells, ``None`` ends replaced by ``cells``, checked."""
+    if bins is None:
+        bins = [(low, high if high is None else min(high, cells)) for low, high in DEFAULT_MASKED_BINS if low <= cells]
+    resolved = []
+    for low, high in bins:
+        high = cells if high is None else high
+        if not 1 <= low <= high <= cells:
+            raise SudokuInputError(f"bins: ({low}, {high}) must satisfy 1 <= low <= high <= {cells} (cells in the grid).")
+        resolved.append((int(low), int(high)))
+    return resolved
+
+
+def _check_arguments(model, temperatures, num_grids, batch_size):
+    """The model's grid spec and the temperatures as floats, after every argument check."""
+    backbone = getattr(model, "backbone", model)
+    spec = getattr(getattr(backbone, "config", None), "sudoku_spec", None)
+    if spec is None:
+        raise SudokuInputError(f"model={type(model).__name__} is not a Sudoku backbone or a PRISM model built on one.")
+    if not isinstance(num_grids, int) or num_grids < 1:
+        raise SudokuInputError(f"num_grids={num_grids!r} must be an int >= 1.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SudokuInputError(f"batch_size={batch_size!r} must be an int >= 1.")
+    temperatures = [float(t) for t in temperatures]
+    if not temperatures or any(not t >= 0.0 for t in temperatures):
+        raise SudokuInputError(f"temperatures={temperatures} must be a non-empty list of values >= 0 (0 = greedy).")
+    return spec, temperatures
+
+
+def _count_wrong(model, ids, maskable, spec, temperatures, resolved, generator, batch_size):
+    """Masked cells and wrong proposals per bin: ``(total (B,), {temperature: wrong (B,)})``."""
+    device = next(model.parameters()).device
+    wrong = {t: np.zeros(len(resolved)) for t in temperatures}
+    total = np.zeros(len(resolved))
+    for start in range(0, len(ids), batch_size):
+        x = ids[start:start + batch_size]
+        z, masked, _ = forward_mask(x, maskable[start:start + batch_size], spec.mask_token_id, generator=generator)
+        logits = model(input_ids=z.to(device)).logits.float().cpu()
+        count = masked.sum(-1)
+        rows = [(count >= low) & (count <= high) for low, high in resolved]
+        for b, row in enumerate(rows):
+            total[b] += masked[row].sum().item()
+        for t in temperatures:
+            proposals, _ = sample_proposals(logits, t, generator, suppress_token_id=spec.mask_token_id)
+            bad = (proposals != x) & masked
+            for b, row in enumerate(rows):
+                wrong[t][b] += bad[row].sum().item()
+    return total, wrong
 
 
 @torch.no_grad()
@@ -54,51 +104,17 @@ def proposal_error_rates(
         `dict`: ``{"bins": [[low, high], ...], "num_masked_cells": [...], "wrong_rate": {temperature: [...]}}``,
         with one entry per bin (``None`` for a bin with no masked cell).
     """
-    backbone = getattr(model, "backbone", model)
-    spec = getattr(getattr(backbone, "config", None), "sudoku_spec", None)
-    if spec is None:
-        raise SudokuInputError(f"model={type(model).__name__} is not a Sudoku backbone or a PRISM model built on one.")
-    if not isinstance(num_grids, int) or num_grids < 1:
-        raise SudokuInputError(f"num_grids={num_grids!r} must be an int >= 1.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise SudokuInputError(f"batch_size={batch_size!r} must be an int >= 1.")
-    temperatures = [float(t) for t in temperatures]
-    if not temperatures or any(not t >= 0.0 for t in temperatures):
-        raise SudokuInputError(f"temperatures={temperatures} must be a non-empty list of values >= 0 (0 = greedy).")
-    cells = spec.num_cells
-    if bins is None:
-        bins = [(low, high if high is None else min(high, cells)) for low, high in DEFAULT_MASKED_BINS if low <= cells]
-    resolved = []
-    for low, high in bins:
-        high = cells if high is None else high
-        if not 1 <= low <= high <= cells:
-            raise SudokuInputError(f"bins: ({low}, {high}) must satisfy 1 <= low <= high <= {cells} (cells in the grid).")
-        resolved.append((int(low), int(high)))
-
+    spec, temperatures = _check_arguments(model, temperatures, num_grids, batch_size)
+    resolved = _resolve_bins(bins, spec.num_cells)
     tokenizer = SudokuTokenizer(spec)
-    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     ids = torch.as_tensor(tokenizer.encode(generate_solved_grids(num_grids, spec, seed=seed)))
     maskable = torch.zeros_like(ids, dtype=torch.bool)
     maskable[:, torch.as_tensor(spec.cell_positions())] = True
     was_training = model.training
     model.eval()
-    wrong = {t: np.zeros(len(resolved)) for t in temperatures}
-    total = np.zeros(len(resolved))
     try:
-        for start in range(0, num_grids, batch_size):
-            x = ids[start:start + batch_size]
-            z, masked, _ = forward_mask(x, maskable[start:start + batch_size], spec.mask_token_id, generator=generator)
-            logits = model(input_ids=z.to(device)).logits.float().cpu()
-            count = masked.sum(-1)
-            rows = [(count >= low) & (count <= high) for low, high in resolved]
-            for b, row in enumerate(rows):
-                total[b] += masked[row].sum().item()
-            for t in temperatures:
-                proposals, _ = sample_proposals(logits, t, generator, suppress_token_id=spec.mask_token_id)
-                bad = (proposals != x) & masked
-                for b, row in enumerate(rows):
-                    wrong[t][b] += bad[row].sum().item()
+        total, wrong = _count_wrong(model, ids, maskable, spec, temperatures, resolved, generator, batch_size)
     finally:
         model.train(was_training)
     return {

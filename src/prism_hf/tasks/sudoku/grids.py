@@ -296,17 +296,24 @@ def _toggle(grid, rows, cols, boxes, r, c, b, d):
     grid[r, c] = 0 if grid[r, c] else d
 
 
+def _branch(empties, rows, cols, boxes, full, size):
+    """The step of both backtracking searches: the most constrained blank cell ``(r, c, box)``, the other blank cells,
+    and the cell's candidate digits in ascending order; `None` when that cell has no candidate (a dead end)."""
+    best, options, count = _most_constrained(empties, rows, cols, boxes, full)
+    if count == 0:
+        return None
+    return empties[best], empties[:best] + empties[best + 1 :], [d for d in range(1, size + 1) if options >> d & 1]
+
+
 def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
     """Backtracking with the most-constrained-cell rule; appends solutions to ``found`` until ``limit``."""
     if not empties:
         found.append(grid.copy())
         return
-    best, best_options, best_count = _most_constrained(empties, rows, cols, boxes, full)
-    if best_count == 0:
+    step = _branch(empties, rows, cols, boxes, full, spec.size)
+    if step is None:
         return
-    r, c, b = empties[best]
-    rest = empties[:best] + empties[best + 1 :]
-    digits = [d for d in range(1, spec.size + 1) if best_options >> d & 1]
+    (r, c, b), rest, digits = step
     if rng is not None:
         rng.shuffle(digits)
     for d in digits:
@@ -450,15 +457,12 @@ def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget
         if budget == 0:
             found.append(grid.copy())
         return
-    best, best_options, best_count = _most_constrained(empties, rows, cols, boxes, full)
-    if best_count == 0:
+    step = _branch(empties, rows, cols, boxes, full, spec.size)
+    if step is None:
         return
-    r, c, b = empties[best]
-    rest = empties[:best] + empties[best + 1 :]
+    (r, c, b), rest, digits = step
     want = int(target[r, c])
-    for d in range(1, spec.size + 1):
-        if not best_options >> d & 1:
-            continue
+    for d in digits:
         cost = 0 if d == want else 1
         if cost > budget:
             continue

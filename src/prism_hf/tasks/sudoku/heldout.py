@@ -220,6 +220,45 @@ def candidate_puzzles(recipe, seed: int, round_index: int = 0):
     return puzzles, solutions
 
 
+def _training_index(recipe, sources: Optional[Sequence[GridSource]]):
+    """The training grid sources (the recipe's own by default), checked against the recipe's grid shape, and an
+    index of their grids: ``(sources, number of training grids, GridIndex)``."""
+    spec = recipe.spec
+    sources = list(sources) if sources is not None else [pretraining_source(recipe), finetuning_source(recipe)]
+    train = training_grids(sources)
+    if train.shape[1:] != (spec.size, spec.size) or (sources[0].box_rows, sources[0].box_cols) != (spec.box_rows, spec.box_cols):
+        raise SudokuInputError(
+            f"the training grids are {sources[0].spec.name} (boxes {sources[0].box_rows}x{sources[0].box_cols}) but the "
+            f"recipe asks for {spec.name} puzzles (boxes {spec.box_rows}x{spec.box_cols})."
+        )
+    return sources, len(train), GridIndex(train)
+
+
+def _judge_candidates(puzzles: np.ndarray, solutions: np.ndarray, index: GridIndex, spec: SudokuSpec,
+                      max_completions: int):
+    """Enumerate every completion of each candidate and look them up among the training grids.
+
+    Returns:
+        ``(keep, counts, certified, rejected)``: which candidates are held out ``(P,)``, their numbers of completions
+        ``(P,)``, which were enumerated in full ``(P,)``, and the rejections of this round by reason.
+    """
+    own_solution_seen = index.contains(solutions)
+    completions = [solve(p, spec, max_solutions=max_completions) for p in puzzles]
+    counts = np.array([len(c) for c in completions])
+    certified = counts < max_completions
+    owner = np.repeat(np.arange(len(puzzles)), counts)
+    seen = np.zeros(len(puzzles), dtype=bool)
+    if len(owner):
+        np.logical_or.at(seen, owner, index.contains(np.concatenate(completions)))
+    seen |= own_solution_seen  # also when the enumeration stopped before reaching the own solution
+    rejected = {
+        "solution_in_training": int(own_solution_seen.sum()),
+        "completion_in_training": int((seen & ~own_solution_seen).sum()),
+        "too_many_completions": int((~certified & ~seen).sum()),
+    }
+    return certified & ~seen, counts, certified, rejected
+
+
 def held_out_puzzles(recipe, sources: Optional[Sequence[GridSource]] = None, seed: Optional[int] = None,
                      max_completions: int = 100_000, max_rounds: int = 64) -> HeldOutPuzzles:
     """``recipe.num_eval_puzzles`` puzzles none of whose valid completions is a training grid.
@@ -255,14 +294,7 @@ def held_out_puzzles(recipe, sources: Optional[Sequence[GridSource]] = None, see
     for name, value in (("max_completions", max_completions), ("max_rounds", max_rounds)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise SudokuInputError(f"{name}={value!r} is not valid; use an int >= 1.")
-    sources = list(sources) if sources is not None else [pretraining_source(recipe), finetuning_source(recipe)]
-    train = training_grids(sources)
-    if train.shape[1:] != (spec.size, spec.size) or (sources[0].box_rows, sources[0].box_cols) != (spec.box_rows, spec.box_cols):
-        raise SudokuInputError(
-            f"the training grids are {sources[0].spec.name} (boxes {sources[0].box_rows}x{sources[0].box_cols}) but the "
-            f"recipe asks for {spec.name} puzzles (boxes {spec.box_rows}x{spec.box_cols})."
-        )
-    index = GridIndex(train)
+    sources, num_training_grids, index = _training_index(recipe, sources)
     wanted = recipe.num_eval_puzzles
     kept_puzzles, kept_solutions, kept_counts, all_counts = [], [], [], []
     rejected = {"solution_in_training": 0, "completion_in_training": 0, "too_many_completions": 0}
@@ -270,19 +302,8 @@ def held_out_puzzles(recipe, sources: Optional[Sequence[GridSource]] = None, see
     for round_index in range(max_rounds):
         puzzles, solutions = candidate_puzzles(recipe, seed, round_index)
         num_candidates += len(puzzles)
-        own_solution_seen = index.contains(solutions)
-        completions = [solve(p, spec, max_solutions=max_completions) for p in puzzles]
-        counts = np.array([len(c) for c in completions])
-        certified = counts < max_completions
-        owner = np.repeat(np.arange(len(puzzles)), counts)
-        seen = np.zeros(len(puzzles), dtype=bool)
-        if len(owner):
-            np.logical_or.at(seen, owner, index.contains(np.concatenate(completions)))
-        seen |= own_solution_seen  # also when the enumeration stopped before reaching the own solution
-        rejected["solution_in_training"] += int(own_solution_seen.sum())
-        rejected["completion_in_training"] += int((seen & ~own_solution_seen).sum())
-        rejected["too_many_completions"] += int((~certified & ~seen).sum())
-        keep = certified & ~seen
+        keep, counts, certified, round_rejected = _judge_candidates(puzzles, solutions, index, spec, max_completions)
+        rejected = {reason: rejected[reason] + round_rejected[reason] for reason in rejected}
         all_counts.append(counts[certified])
         kept_puzzles.append(puzzles[keep])
         kept_solutions.append(solutions[keep])
@@ -296,20 +317,19 @@ def held_out_puzzles(recipe, sources: Optional[Sequence[GridSource]] = None, see
             f"grid among their completions (the {len(index)} distinct training grids cover too much of the grid space "
             f"for puzzles with {recipe.num_blanks} blanks). Ask for fewer puzzles, fewer blanks or fewer training grids."
         )
-    puzzles = np.concatenate(kept_puzzles)[:wanted]
     report = {
         "seed": int(seed),
         "num_puzzles": int(wanted),
         "num_candidates": int(num_candidates),
         **{f"num_rejected_{reason}": count for reason, count in rejected.items()},
-        "num_training_grids": int(len(train)),
+        "num_training_grids": int(num_training_grids),
         "num_distinct_training_grids": int(len(index)),
         "max_completions": int(max_completions),
         "completions_per_puzzle": _summary(np.concatenate(kept_counts)[:wanted]),
         "completions_per_candidate": _summary(np.concatenate(all_counts)),
         "training_sources": [asdict(s) for s in sources],
     }
-    return HeldOutPuzzles(puzzles, np.concatenate(kept_solutions)[:wanted], report)
+    return HeldOutPuzzles(np.concatenate(kept_puzzles)[:wanted], np.concatenate(kept_solutions)[:wanted], report)
 
 
 def training_overlap(puzzles: np.ndarray, train: Union[np.ndarray, Sequence[GridSource]],

@@ -20,6 +20,11 @@ __all__ = ["SudokuTokenizer", "load_puzzles_csv", "save_puzzles_csv"]
 _BLANK_CHARS = ".0_"
 
 
+def _spec_attribute(name: str, doc: str) -> property:
+    """A read-only tokenizer attribute that is its grid spec's attribute ``name``."""
+    return property(lambda self: getattr(self.spec, name), doc=doc)
+
+
 class SudokuTokenizer:
     """Converts between grids ``(..., n, n)``, token ids ``(..., n * n + n - 1)``, strings and CSV rows.
 
@@ -37,22 +42,11 @@ class SudokuTokenizer:
     def __init__(self, spec: Union[SudokuSpec, int] = 9):
         self.spec = _as_spec(spec)
 
-    # ----- ids --------------------------------------------------------------------------------------
-    @property
-    def mask_token_id(self) -> int:
-        return self.spec.mask_token_id
-
-    @property
-    def separator_token_id(self) -> int:
-        return self.spec.separator_token_id
-
-    @property
-    def vocab_size(self) -> int:
-        return self.spec.vocab_size
-
-    @property
-    def sequence_length(self) -> int:
-        return self.spec.sequence_length
+    # ----- ids: the spec's, the one place the token layout is written ------------------------------------------
+    mask_token_id = _spec_attribute("mask_token_id", "Id of the blank / mask token (``0``).")
+    separator_token_id = _spec_attribute("separator_token_id", "Id of the row separator (``n + 1``).")
+    vocab_size = _spec_attribute("vocab_size", "Number of token ids (``n + 2``).")
+    sequence_length = _spec_attribute("sequence_length", "Tokens per grid (``n * n + n - 1``).")
 
     def __len__(self) -> int:
         return self.vocab_size
