@@ -169,6 +169,26 @@ class BackboneFamily:
         kwargs.update(self.extra_forward_kwargs)
         return kwargs
 
+    def forward_inputs(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], cache: Any = None
+    ) -> Dict[str, Any]:
+        """Keyword arguments of one backbone forward: [`backbone_inputs`] (plus the ``cache`` to fill, if any), or
+        [`window_inputs`] when ``cache`` has a window set."""
+        if cache is not None and getattr(cache, "window", None) is not None:
+            return self.window_inputs(input_ids, attention_mask, cache)
+        inputs = self.backbone_inputs(input_ids, attention_mask)
+        if cache is not None:
+            inputs["cache"] = cache
+        return inputs
+
+    def logits_of(self, output: Any, align: bool = True) -> torch.Tensor:
+        """The logits in a backbone's output (its ``logits_attr``, else its first element, or the output itself when
+        it is a bare tensor), re-aligned with [`align`] unless ``align=False`` (a window forward)."""
+        logits = output if isinstance(output, torch.Tensor) else getattr(output, self.logits_attr, None)
+        if logits is None:
+            logits = output[0]
+        return self.align(logits) if align else logits
+
     def window_for(self, positions: torch.Tensor, seq_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The positions a window forward must compute so that its outputs describe the tokens at ``positions``.
 
@@ -494,25 +514,18 @@ def aligned_logits(
         return model(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits
     family = _family_of(inner)
     cache = forward_kwargs.pop("cache", None)
-    window = cache is not None and getattr(cache, "window", None) is not None
-    if family is None:
-        if cache is not None:
-            raise ValueError(
-                f"cache=: the {type(inner).__name__} model is outside the family registry, which decides how a cached "
-                "forward is called; register its family or run it without a cache."
-            )
-        inputs = {"input_ids": input_ids} if attention_mask is None else {"input_ids": input_ids, "attention_mask": attention_mask}
-    elif window:
-        inputs = family.window_inputs(input_ids, attention_mask, cache)
-    else:
-        inputs = family.backbone_inputs(input_ids, attention_mask)
-        if cache is not None:
-            inputs["cache"] = cache
+    if family is not None:
+        output = model(**family.forward_inputs(input_ids, attention_mask, cache), **forward_kwargs)
+        return family.logits_of(output, align=cache is None or getattr(cache, "window", None) is None)
+    if cache is not None:
+        raise ValueError(
+            f"cache=: the {type(inner).__name__} model is outside the family registry, which decides how a cached "
+            "forward is called; register its family or run it without a cache."
+        )
+    inputs = {"input_ids": input_ids} if attention_mask is None else {"input_ids": input_ids, "attention_mask": attention_mask}
     output = model(**inputs, **forward_kwargs)
-    logits = output if isinstance(output, torch.Tensor) else getattr(output, family.logits_attr if family else "logits", None)
-    if logits is None:
-        logits = output[0]
-    return logits if family is None or window else family.align(logits)
+    logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
+    return output[0] if logits is None else logits
 
 
 def enable_gradient_checkpointing(

@@ -8,9 +8,7 @@ trainers only move batches into it and bookkeep metrics.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -21,13 +19,8 @@ from transformers.utils import logging
 from .collator import MaskedDiffusionCollator
 from ..modeling.families import MAX_LENGTH_ATTRS, aligned_logits, mask_token_id_for, max_length_of
 from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
-from ..modeling.modeling_prism import (
-    ADAPTER_DIRNAME,
-    CHECKPOINT_WEIGHTS_NAME,
-    PrismForMaskedDiffusion,
-    _is_peft_model,
-    load_checkpoint_weights,
-)
+from ..modeling.checkpointing import is_peft_model, restore_training_checkpoint
+from ..modeling.modeling_prism import PrismForMaskedDiffusion
 from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
 
 logger = logging.get_logger(__name__)
@@ -418,38 +411,13 @@ class PrismTrainer(MDMTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
         """Reload a checkpoint written by `PrismForMaskedDiffusion.save_pretrained` into the model being trained.
 
-        Knows the PRISM layout: ``model.safetensors`` (head, plus the backbone when it was stored) and the
-        ``adapter/`` folder of a LoRA backbone (which `Trainer`'s default loader does not look into).
+        Knows the PRISM layout ([`~prism_hf.modeling.checkpointing.restore_training_checkpoint`]):
+        ``model.safetensors`` (head, plus the backbone when it was stored) and the ``adapter/`` folder of a LoRA
+        backbone (which `Trainer`'s default loader does not look into).
         """
         model = self.model if model is None else model
-        raw = self.accelerator.unwrap_model(model)
-        folder = Path(resume_from_checkpoint)
-        weights = folder / CHECKPOINT_WEIGHTS_NAME
-        if not weights.is_file() or not (folder / "config.json").is_file():
-            raise ValueError(
-                f"resume_from_checkpoint={str(resume_from_checkpoint)!r} is not a PRISM checkpoint: expected config.json and "
-                f"{CHECKPOINT_WEIGHTS_NAME} written by PrismTrainer / save_pretrained."
-            )
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        saved_mode = config.get("backbone_training")
-        if saved_mode != raw.config.backbone_training:
-            raise ValueError(
-                f"resume_from_checkpoint={str(resume_from_checkpoint)!r} was saved with backbone_training={saved_mode!r} but "
-                f"the model is set up for {raw.config.backbone_training!r}; resume with the same mode (and peft_config)."
-            )
-        stored_backbone = bool(config.get("backbone_weights_saved", config.get("backbone_name_or_path") is None))
-        raw._load_checkpoint_state(load_checkpoint_weights(weights), stored_backbone=stored_backbone)
-        adapter_dir = folder / ADAPTER_DIRNAME
-        if adapter_dir.is_dir():
-            if not _is_peft_model(raw.backbone):
-                raise ValueError(
-                    f"resume_from_checkpoint={str(resume_from_checkpoint)!r} holds a LoRA adapter but the model has none; pass "
-                    "the same peft_config as in the interrupted run."
-                )
-            from peft.utils import load_peft_weights, set_peft_model_state_dict
-
-            set_peft_model_state_dict(raw.backbone, load_peft_weights(str(adapter_dir), device="cpu"))
-        logger.info("Resumed PRISM weights from %s (backbone_training=%s).", folder, saved_mode)
+        saved_mode = restore_training_checkpoint(self.accelerator.unwrap_model(model), resume_from_checkpoint)
+        logger.info("Resumed PRISM weights from %s (backbone_training=%s).", resume_from_checkpoint, saved_mode)
 
     def _load_best_model(self) -> None:
         self._load_from_checkpoint(self.state.best_model_checkpoint)
@@ -472,12 +440,12 @@ def _apply_backbone_training(model: PrismForMaskedDiffusion, mode: Optional[str]
     if peft_config is not None:
         if mode not in (None, "lora"):
             raise ValueError(f"peft_config was given but backbone_training={mode!r}; use backbone_training='lora' or None.")
-        if _is_peft_model(model.backbone):
+        if is_peft_model(model.backbone):
             raise ValueError("peft_config was given but the model's backbone already carries an adapter.")
         model.enable_lora(peft_config)
         return
     if mode is None or mode == current:
-        if mode == "lora" and not _is_peft_model(model.backbone):
+        if mode == "lora" and not is_peft_model(model.backbone):
             raise ValueError("backbone_training='lora' needs peft_config=LoraConfig(...) (or a model after enable_lora).")
         return
     if mode == "lora":
