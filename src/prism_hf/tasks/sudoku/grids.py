@@ -8,6 +8,7 @@ used for uniqueness checks and to seed the generator's pool.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -305,22 +306,38 @@ def _branch(empties, rows, cols, boxes, full, size):
     return empties[best], empties[:best] + empties[best + 1 :], [d for d in range(1, size + 1) if options >> d & 1]
 
 
-def _search(grid, spec, rows, cols, boxes, empties, full, limit, rng, found):
-    """Backtracking with the most-constrained-cell rule; appends solutions to ``found`` until ``limit``."""
+def _completions(grid, size, rows, cols, boxes, empties, full, rng=None, target=None, budget=None, nodes=None,
+                 node_limit=None):
+    """Depth-first search over the valid completions of ``grid``, most constrained blank cell first; yields each one
+    (``grid`` itself, filled in place: copy what you keep).
+
+    ``rng`` shuffles the digits tried at each cell (a random solved-grid sampler on an empty grid). With ``target``
+    and ``budget``, only completions that differ from ``target`` in exactly ``budget`` blank cells are searched.
+    ``nodes`` (a one-item list) counts the nodes visited, and the search stops once it passes ``node_limit``.
+    """
+    if nodes is not None:
+        nodes[0] += 1
+        if nodes[0] > node_limit:
+            return
     if not empties:
-        found.append(grid.copy())
+        if not budget:
+            yield grid
         return
-    step = _branch(empties, rows, cols, boxes, full, spec.size)
+    step = _branch(empties, rows, cols, boxes, full, size)
     if step is None:
         return
     (r, c, b), rest, digits = step
     if rng is not None:
         rng.shuffle(digits)
     for d in digits:
+        cost = 0 if target is None or d == target[r, c] else 1
+        if budget is not None and cost > budget:
+            continue
         _toggle(grid, rows, cols, boxes, r, c, b, d)
-        _search(grid, spec, rows, cols, boxes, rest, full, limit, rng, found)
+        yield from _completions(grid, size, rows, cols, boxes, rest, full, rng, target,
+                                None if budget is None else budget - cost, nodes, node_limit)
         _toggle(grid, rows, cols, boxes, r, c, b, d)
-        if len(found) >= limit:
+        if nodes is not None and nodes[0] > node_limit:
             return
 
 
@@ -338,9 +355,8 @@ def solve(puzzle: np.ndarray, spec: Union[SudokuSpec, int, None] = None, max_sol
         raise SudokuInputError(f"solve takes one puzzle of shape ({spec.size}, {spec.size}); got {puzzle.shape}.")
     check_givens(puzzle[None], spec, name="puzzle")
     full, rows, cols, boxes, empties = _candidates_setup(puzzle, spec)
-    found: List[np.ndarray] = []
-    _search(puzzle.copy(), spec, rows, cols, boxes, empties, full, max_solutions, rng, found)
-    return found
+    search = _completions(puzzle.copy(), spec.size, rows, cols, boxes, empties, full, rng=rng)
+    return [grid.copy() for grid in itertools.islice(search, max_solutions)]
 
 
 def count_solutions(puzzle: np.ndarray, spec: Union[SudokuSpec, int, None] = None, limit: int = 2) -> int:
@@ -448,31 +464,6 @@ def make_puzzles(solutions: np.ndarray, num_blanks: Union[int, Tuple[int, int]],
     return puzzles.reshape(solutions.shape)
 
 
-def _nearest_search(grid, target, spec, rows, cols, boxes, empties, full, budget, nodes, node_limit, found):
-    """Completions of ``grid`` that differ from ``target`` in exactly ``budget`` more cells (depth-first)."""
-    nodes[0] += 1
-    if nodes[0] > node_limit:
-        return
-    if not empties:
-        if budget == 0:
-            found.append(grid.copy())
-        return
-    step = _branch(empties, rows, cols, boxes, full, spec.size)
-    if step is None:
-        return
-    (r, c, b), rest, digits = step
-    want = int(target[r, c])
-    for d in digits:
-        cost = 0 if d == want else 1
-        if cost > budget:
-            continue
-        _toggle(grid, rows, cols, boxes, r, c, b, d)
-        _nearest_search(grid, target, spec, rows, cols, boxes, rest, full, budget - cost, nodes, node_limit, found)
-        _toggle(grid, rows, cols, boxes, r, c, b, d)
-        if nodes[0] > node_limit:
-            return
-
-
 def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[SudokuSpec, int, None] = None,
                         max_changes: Optional[int] = None, node_limit: int = 100_000) -> Optional[List[np.ndarray]]:
     """Every valid completion of ``puzzle`` that is closest to ``grid`` (fewest cells changed).
@@ -509,8 +500,9 @@ def nearest_completions(puzzle: np.ndarray, grid: np.ndarray, spec: Union[Sudoku
     nodes = [0]  # shared by every depth: node_limit bounds the whole search
     for budget in range(limit + 1):
         full, rows, cols, boxes, empties = _candidates_setup(puzzle, spec)
-        found = []
-        _nearest_search(puzzle.copy(), grid, spec, rows, cols, boxes, empties, full, budget, nodes, node_limit, found)
+        search = _completions(puzzle.copy(), spec.size, rows, cols, boxes, empties, full, target=grid, budget=budget,
+                              nodes=nodes, node_limit=node_limit)
+        found = [completion.copy() for completion in search]
         if found:
             return found
         if nodes[0] > node_limit:
