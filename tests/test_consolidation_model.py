@@ -220,3 +220,58 @@ def test_gradient_checkpointing_refuses_a_backbone_without_it():
 def test_the_old_entry_points_still_answer():
     assert families.family_for_model(PrismForMaskedDiffusion.from_backbone(tiny_llada())).name == "llada"
     assert families.vocab_size_of(tiny_llada().config) == 64
+
+
+# ----- one registry helper for heads and families ---------------------------------------------------------------------
+def test_head_registry_is_a_read_only_registry_with_the_old_ways_deprecated():
+    from collections.abc import Mapping
+
+    from prism_hf.modeling.heads import HEAD_REGISTRY, MLPQualityHead, QualityHead, get_head_class, register_head
+    from prism_hf.utils.registry import Registry
+
+    assert isinstance(HEAD_REGISTRY, Registry) and isinstance(HEAD_REGISTRY, Mapping)
+    assert {"linear", "mlp", "transformer"} <= set(HEAD_REGISTRY) and HEAD_REGISTRY["mlp"] is MLPQualityHead
+
+    @register_head("test-consolidation-head")
+    class Head(QualityHead):
+        def forward(self, hidden_states, attention_mask=None):
+            return hidden_states.sum(-1)
+
+    try:
+        assert get_head_class("test-consolidation-head") is Head and Head.head_type == "test-consolidation-head"
+        with pytest.raises(ValueError, match=r"quality head 'test-consolidation-head' is already registered to Head"):
+            register_head("test-consolidation-head")(MLPQualityHead)
+        with pytest.warns(FutureWarning, match=r"Assigning into the quality head registry is deprecated"):
+            HEAD_REGISTRY["test-consolidation-head"] = MLPQualityHead  # the dict API of the previous release
+        assert get_head_class("test-consolidation-head") is MLPQualityHead
+    finally:
+        with pytest.warns(FutureWarning, match=r"quality head registry \.pop\(name\)` is deprecated"):
+            assert HEAD_REGISTRY.pop("test-consolidation-head") is MLPQualityHead
+    with pytest.warns(FutureWarning):
+        assert HEAD_REGISTRY.pop("test-consolidation-head", None) is None
+    with pytest.raises(ValueError, match=r"head_type='nope' is not a known quality head; valid head types: \['linear'"):
+        get_head_class("nope")
+
+
+def test_family_registry_is_a_registry_and_registration_is_all_or_none():
+    from prism_hf.modeling.families import FAMILY_REGISTRY, BackboneFamily, register_family, registered_families, replace_family
+    from prism_hf.utils.registry import Registry
+
+    assert isinstance(FAMILY_REGISTRY, Registry) and families._REGISTRY is FAMILY_REGISTRY
+    copy = registered_families()
+    copy.pop("llada")
+    assert "llada" in FAMILY_REGISTRY  # a copy
+    clash = BackboneFamily(name="clash", model_types=("test-fresh-type", "llada"))
+    with pytest.raises(ValueError, match=r"model_type 'llada' is already registered to family 'llada'; pass overwrite=True"):
+        register_family(clash)
+    assert "test-fresh-type" not in FAMILY_REGISTRY  # nothing was registered
+    original = get_family("llada")
+    try:
+        changed = replace_family("llada", hidden_state_module="model.transformer.blocks")
+        assert get_family("llada") is changed and changed.hidden_state_module == "model.transformer.blocks"
+    finally:
+        register_family(original, overwrite=True)
+    with pytest.raises(families.UnknownFamilyError, match=r"name='nope' is not a registered family"):
+        replace_family("nope")
+    with pytest.raises(families.UnknownFamilyError, match=r"model_type=None"):
+        get_family(None)

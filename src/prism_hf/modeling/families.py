@@ -27,8 +27,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..utils.registry import Registry
+from .heads import _DictLikeRegistry
+
 __all__ = [
     "BackboneFamily",
+    "FAMILY_REGISTRY",
     "register_family",
     "get_family",
     "registered_families",
@@ -223,11 +227,17 @@ class BackboneFamily:
         return torch.cat([tensor[:, :1], tensor[:, :-1]], dim=1)
 
 
-_REGISTRY: Dict[str, BackboneFamily] = {}
+#: ``model_type`` -> [`BackboneFamily`]. Read-only: add a family with [`register_family`].
+FAMILY_REGISTRY: Registry = _DictLikeRegistry(
+    "backbone family", "model_type", error_cls=UnknownFamilyError,
+    how_to_add="Register yours with `prism_hf.register_family(BackboneFamily(...))`.",
+)
+_REGISTRY = FAMILY_REGISTRY  # the previous release's name
 
 
 def register_family(family: BackboneFamily, *, overwrite: bool = False) -> BackboneFamily:
-    """Register a backbone family for every ``model_type`` it lists.
+    """Register a backbone family for every ``model_type`` it lists (all or none: a ``model_type`` taken by another
+    family raises before anything is registered, unless ``overwrite=True``).
 
     Example:
         ```python
@@ -238,32 +248,32 @@ def register_family(family: BackboneFamily, *, overwrite: bool = False) -> Backb
         ```
     """
     for model_type in family.model_types:
-        if model_type in _REGISTRY and not overwrite and _REGISTRY[model_type] != family:
+        current = FAMILY_REGISTRY.get(model_type)
+        if current is not None and current != family and not overwrite:
             raise ValueError(
-                f"model_type {model_type!r} is already registered to family {_REGISTRY[model_type].name!r}; "
+                f"model_type {model_type!r} is already registered to family {current.name!r}; "
                 "pass overwrite=True to replace it."
             )
-        _REGISTRY[model_type] = family
+    for model_type in family.model_types:
+        FAMILY_REGISTRY.register(model_type, family, overwrite=True)
     return family
 
 
 def registered_families() -> Dict[str, BackboneFamily]:
     """A copy of the registry: ``model_type`` -> family."""
-    return dict(_REGISTRY)
+    return FAMILY_REGISTRY.snapshot()
 
 
 def get_family(model_type: str) -> BackboneFamily:
     """Look up the family for a backbone ``model_type``, with an error that says how to add one."""
-    try:
-        return _REGISTRY[model_type]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownFamilyError(
-            f"No PRISM backbone family is registered for model_type={model_type!r}. Registered model types: "
-            f"{known}. Register yours with `prism_hf.register_family(BackboneFamily(name=..., "
-            f"model_types=({model_type!r},), auto_class=..., hidden_state_module=...))`; see CONTRIBUTING.md, "
-            "'Adding a model family'."
-        ) from None
+    if isinstance(model_type, str) and model_type in FAMILY_REGISTRY:
+        return FAMILY_REGISTRY[model_type]
+    raise UnknownFamilyError(
+        f"No PRISM backbone family is registered for model_type={model_type!r}. Registered model types: "
+        f"{', '.join(sorted(FAMILY_REGISTRY))}. Register yours with `prism_hf.register_family(BackboneFamily(name=..., "
+        f"model_types=({model_type!r},), auto_class=..., hidden_state_module=...))`; see CONTRIBUTING.md, "
+        "'Adding a model family'."
+    )
 
 
 def family_for_model(model: torch.nn.Module) -> BackboneFamily:
@@ -370,7 +380,7 @@ def _family_of(model_or_config: Any) -> Optional[BackboneFamily]:
     config = _as_config(item)
     model_type = getattr(config, "backbone_family", None) if getattr(config, "model_type", None) == "prism" else None
     model_type = model_type or getattr(config, "model_type", None)
-    return _REGISTRY.get(model_type) if isinstance(model_type, str) else None
+    return FAMILY_REGISTRY.get(model_type) if isinstance(model_type, str) else None
 
 
 def hidden_size_of(config: Any) -> int:
@@ -618,7 +628,9 @@ register_family(
 
 def replace_family(name: str, **changes: Any) -> BackboneFamily:
     """Re-register a built-in family with some fields changed (e.g. a different hidden-state module)."""
-    family = next((f for f in _REGISTRY.values() if f.name == name), None)
+    family = next((f for f in FAMILY_REGISTRY.values() if f.name == name), None)
     if family is None:
-        raise UnknownFamilyError(f"No family named {name!r}; registered: {sorted({f.name for f in _REGISTRY.values()})}.")
+        raise UnknownFamilyError(
+            f"name={name!r} is not a registered family; registered: {sorted({f.name for f in FAMILY_REGISTRY.values()})}."
+        )
     return register_family(dataclasses.replace(family, **changes), overwrite=True)

@@ -1,15 +1,19 @@
 """Quality heads: small modules mapping the backbone's last hidden state to one logit per position.
 
-A head type is one class registered under a name; ``PrismConfig.head_type`` selects it and
-``PrismConfig.head_kwargs`` are passed to its constructor.
+A head type is one class registered under a name in [`HEAD_REGISTRY`] (a read-only
+[`~prism_hf.utils.registry.Registry`]); ``PrismConfig.head_type`` selects it and ``PrismConfig.head_kwargs`` are passed
+to its constructor.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Type
+from typing import Any, Callable, Optional, Type
 
 import torch
 from torch import nn
+
+from ..utils.deprecation import warn_deprecated
+from ..utils.registry import Registry
 
 __all__ = [
     "QualityHead",
@@ -21,30 +25,36 @@ __all__ = [
     "HEAD_REGISTRY",
 ]
 
-HEAD_REGISTRY: Dict[str, Type["QualityHead"]] = {}
+class _DictLikeRegistry(Registry):
+    """A [`~prism_hf.utils.registry.Registry`] that still answers ``pop``, as the plain dicts of the previous release did
+    (deprecated: use ``unregister``). The model core's registries (heads, backbone families) are of this class."""
+
+    def pop(self, name: str, *default: Any) -> Any:
+        warn_deprecated(f"{self.kind} registry .pop(name)", ".unregister(name)", f"the {self.kind} registry")
+        return self.unregister(name) if name in self else (default[0] if default else self[name])
+
+
+#: Head type name -> [`QualityHead`] subclass. Read-only: add one with [`register_head`].
+HEAD_REGISTRY: Registry = _DictLikeRegistry(
+    "quality head", "head_type",
+    how_to_add="Add one with `@prism_hf.modeling.heads.register_head('name')` on a `QualityHead` subclass.",
+    on_register=lambda name, cls: setattr(cls, "head_type", name),
+)
 
 
 def register_head(name: str) -> Callable[[Type["QualityHead"]], Type["QualityHead"]]:
     """Class decorator: make a head type available as ``head_type=name``."""
-
-    def decorator(cls: Type["QualityHead"]) -> Type["QualityHead"]:
-        if name in HEAD_REGISTRY and HEAD_REGISTRY[name] is not cls:
-            raise ValueError(f"head type {name!r} is already registered to {HEAD_REGISTRY[name].__name__}.")
-        HEAD_REGISTRY[name] = cls
-        cls.head_type = name
-        return cls
-
-    return decorator
+    return HEAD_REGISTRY.decorator(name)
 
 
 def get_head_class(name: str) -> Type["QualityHead"]:
-    try:
+    """The [`QualityHead`] subclass registered as ``name``; the error lists the valid head types."""
+    if isinstance(name, str) and name in HEAD_REGISTRY:
         return HEAD_REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"head_type={name!r} is not a known quality head; valid head types: {sorted(HEAD_REGISTRY)}. "
-            "Add one with `@prism_hf.modeling.heads.register_head('name')` on a `QualityHead` subclass."
-        ) from None
+    raise ValueError(
+        f"head_type={name!r} is not a known quality head; valid head types: {sorted(HEAD_REGISTRY)}. "
+        f"{HEAD_REGISTRY.how_to_add}"
+    )
 
 
 class QualityHead(nn.Module):
