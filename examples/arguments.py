@@ -71,7 +71,7 @@ def prism_model_from_arguments(model_args, tokenizer=None):
     dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
     return PrismForMaskedDiffusion.from_backbone(
         model_args.model_name_or_path,
-        head=model_args.head_type,
+        head_type=model_args.head_type,
         revision=model_args.revision,
         trust_remote_code=model_args.trust_remote_code,
         dtype=dtype,

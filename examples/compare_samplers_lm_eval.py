@@ -68,7 +68,7 @@ def train_demo_model(output: Path, steps: int = 600, batch_size: int = 64, seed:
     tokenizer = tiny_char_tokenizer()
     backbone = tiny_llada(vocab_size=len(tokenizer), d_model=64, n_layers=2, seed=seed,
                           mask_token_id=tokenizer.mask_token_id)
-    model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=tokenizer.mask_token_id, head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=tokenizer.mask_token_id, head_type="mlp")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)

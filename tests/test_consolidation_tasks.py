@@ -214,7 +214,7 @@ def test_every_method_of_the_table_runs_on_sudoku_in_exactly_nfe_forwards():
     spec = recipe.spec
     backbone = SudokuMDMForMaskedLM(SudokuMDMConfig(box_rows=spec.box_rows, box_cols=spec.box_cols, hidden_size=32,
                                                     num_hidden_layers=1, num_attention_heads=2))
-    model = PrismForMaskedDiffusion.from_backbone(backbone, head="linear")
+    model = PrismForMaskedDiffusion.from_backbone(backbone, head_type="linear")
     puzzles = make_puzzles(generate_solved_grids(6, spec, seed=3), (6, 8), seed=3, spec=spec)
     # evaluate raises unless every method made exactly nfe model forwards
     result = evaluate(model, puzzles, recipe, methods=method_names(), nfe=[5], show_progress=False)

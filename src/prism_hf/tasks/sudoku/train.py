@@ -173,7 +173,7 @@ def finetune(recipe: SudokuRecipe, backbone_dir: str, output_dir: str, show_prog
     backbone = load_backbone(backbone_dir)
     _check_size(backbone.config.sudoku_spec, recipe, "backbone", backbone_dir)
     torch.manual_seed(recipe.train_seed + 1)
-    model = PrismForMaskedDiffusion.from_backbone(backbone, head=recipe.head_type)
+    model = PrismForMaskedDiffusion.from_backbone(backbone, head_type=recipe.head_type)
     # Training grids for this stage come from another stream of the training seed (never the eval seed).
     source = finetuning_source(recipe)
     dataset = build_training_dataset(source.num_grids, recipe.spec, seed=source.seed, pool_size=source.pool_size)
