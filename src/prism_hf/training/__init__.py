@@ -1,7 +1,15 @@
 """Training: the MDM and PRISM losses, the collator, the training arguments and the Trainer subclasses."""
 
 from .collator import MaskedDiffusionCollator
-from .losses import PrismLossOutput, forward_mask, mdm_loss, prism_step, self_correction_loss
+from .losses import (
+    PrismLossOutput,
+    forward_mask,
+    mdm_loss,
+    prism_step,
+    sample_proposals,
+    select_update_positions,
+    self_correction_loss,
+)
 from .trainer import MDMTrainer, PrismTrainer
 from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
 
@@ -11,6 +19,8 @@ __all__ = [
     "forward_mask",
     "mdm_loss",
     "prism_step",
+    "sample_proposals",
+    "select_update_positions",
     "self_correction_loss",
     "MDMTrainer",
     "PrismTrainer",

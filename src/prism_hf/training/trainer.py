@@ -286,7 +286,7 @@ class PrismTrainer(MDMTrainer):
         if model is not None and not isinstance(model, PrismForMaskedDiffusion):
             raise TypeError(
                 f"PrismTrainer needs a PrismForMaskedDiffusion; got {type(model).__name__}. Wrap the backbone first: "
-                "PrismForMaskedDiffusion.from_backbone(backbone, head='mlp'). For plain MDM training use MDMTrainer."
+                "PrismForMaskedDiffusion.from_backbone(backbone, head_type='mlp'). For plain MDM training use MDMTrainer."
             )
         if args is None:
             args = PrismTrainingArguments(output_dir="trainer_output")
