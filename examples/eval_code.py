@@ -48,7 +48,7 @@ from prism_hf.evaluation import Sandbox, SandboxResult, execute_programs, humane
 from prism_hf.evaluation.code_eval import summarize_results
 from prism_hf.modeling.families import get_family, mask_token_id_for
 from prism_hf.sampling.pipeline_prism import PrismPipeline
-from prism_hf.sampling.presets import TASK_SAMPLER_FIELDS, get_method_preset, method_names
+from prism_hf.sampling.presets import METHOD_PRESETS, TASK_SAMPLER_FIELDS, method_names
 from prism_hf.sampling.scheduling_prism import PrismScheduler
 
 BENCHMARKS = ("humaneval", "mbpp")
@@ -125,7 +125,7 @@ class EvalArguments:
             if self.remasking is not None:
                 raise ValueError(f"method={self.method!r} and remasking={self.remasking!r}: pass one (a method sets its "
                                  "own remasking rule).")
-            get_method_preset(self.method)  # an unknown name fails now, listing the valid ones
+            METHOD_PRESETS.lookup(self.method)  # an unknown name fails now, listing the valid ones
         if self.num_inference_steps is None:
             self.num_inference_steps = max(1, self.gen_length // 2)
         if self.cache_path is None:
@@ -313,7 +313,7 @@ def make_scheduler(args: EvalArguments) -> PrismScheduler:
     decoding = dict(temperature=args.temperature, block_length=args.block_length, kv_cache=args.kv_cache,
                     confidence_threshold=args.confidence_threshold, quality_threshold=args.quality_threshold)
     if args.method is not None:
-        return get_method_preset(args.method).scheduler(task, **decoding)
+        return METHOD_PRESETS.lookup(args.method).scheduler(task, **decoding)
     return PrismScheduler(remasking=args.remasking or "prism", **task, **decoding)
 
 

@@ -453,3 +453,20 @@ def test_importing_prism_hf_testing_registers_nothing_and_builds_the_real_classe
     )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_sudoku_and_code_never_took_the_text_names_and_do_not_now(capsys):
+    from prism_hf.tasks.sudoku import SudokuInputError, get_recipe
+    from prism_hf.tasks.sudoku.cli import main
+    from prism_hf.tasks.sudoku.evaluation import method_scheduler
+
+    # "random" was never a Sudoku method (vanilla-random and random-remask are): no silent alias there
+    with pytest.raises(SudokuInputError, match=r"method='random' is not a known sampling method"):
+        method_scheduler("random", get_recipe("tiny"))
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", "never-read", "--methods", "random"])
+    assert "method='random' is not a known sampling method" in capsys.readouterr().err
+    eval_code = _example("eval_code")
+    with pytest.raises(ValueError, match=r"method='remdm_conf' is not a known sampling method"):
+        eval_code.HfArgumentParser(eval_code.EvalArguments).parse_args_into_dataclasses(
+            args=["--checkpoint", "x", "--method", "remdm_conf"])

@@ -152,8 +152,9 @@ def register_method_preset(preset: MethodPreset, *, overwrite: bool = False) -> 
 
 
 def get_method_preset(name: str) -> MethodPreset:
-    """The preset registered as ``name``; an earlier name warns (`FutureWarning`) and resolves; an unknown one
-    raises a `ValueError` listing the valid names."""
+    """The preset registered as ``name``; an earlier name of the text evaluation ([`DEPRECATED_METHOD_NAMES`]) warns
+    (`FutureWarning`) and resolves; an unknown one raises a `ValueError` listing the valid names. Code that never
+    took the earlier names looks names up with ``METHOD_PRESETS.lookup(name)``."""
     if isinstance(name, str) and name in DEPRECATED_METHOD_NAMES and name not in METHOD_PRESETS:
         warn_deprecated(name, DEPRECATED_METHOD_NAMES[name], "sampling method names")
         name = DEPRECATED_METHOD_NAMES[name]

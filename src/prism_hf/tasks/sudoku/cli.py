@@ -36,10 +36,10 @@ _num_threads = _int_at_least("--num-threads", 0, "pass 0 (torch's default) or a 
 def _method_name(text: str) -> str:
     """An ``argparse`` type: a name of the method table (`prism_hf.sampling.presets`), read only when ``--methods``
     is given, so that building the parser imports no sampling code."""
-    from ...sampling.presets import get_method_preset
+    from ...sampling.presets import METHOD_PRESETS
 
     try:
-        get_method_preset(text)
+        METHOD_PRESETS.lookup(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"--methods: {err}") from None
     return text

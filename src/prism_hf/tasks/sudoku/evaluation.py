@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ...evaluation.classification import binary_auroc
 from ...modeling.modeling_prism import PrismForMaskedDiffusion
 from ...sampling.pipeline_prism import PrismPipeline
-from ...sampling.presets import MethodPreset, get_method_preset
+from ...sampling.presets import METHOD_PRESETS, MethodPreset
 from ...sampling.scheduling_prism import PrismScheduler
 from .grids import SudokuInputError, SudokuSpec, is_valid_solution, rule_conflicts, solve, wrong_cells
 from .recipes import SudokuRecipe
@@ -84,7 +84,7 @@ def sampler_settings(recipe: SudokuRecipe) -> Dict:
 
 def _method_preset(method: str) -> MethodPreset:
     try:
-        return get_method_preset(method)
+        return METHOD_PRESETS.lookup(method)
     except ValueError as err:
         raise SudokuInputError(str(err)) from None
 
