@@ -154,3 +154,17 @@ def test_proposals_are_the_shared_samplers_draws(temperature, top_p, num_samples
     # float32 softmax over 80 logits: a few float32 epsilons per reduction
     torch.testing.assert_close(confidence if num_samples == 1 else confidence[0], gathered,
                                rtol=8 * torch.finfo(torch.float32).eps * 80 ** 0.5, atol=0)
+
+
+def test_collator_reads_the_family_through_every_wrapper():
+    from peft import LoraConfig, get_peft_model
+
+    from prism_hf import PrismForMaskedDiffusion
+    from prism_hf.training.collator import MaskedDiffusionCollator
+
+    lora_backbone = get_peft_model(tiny_dream(), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora_prism = PrismForMaskedDiffusion.from_backbone(tiny_dream()).enable_lora(LoraConfig(r=2, target_modules=["q_proj"]))
+    for model in (lora_backbone, lora_prism):
+        assert MaskedDiffusionCollator.for_model(model, pad_token_id=0).never_mask_first
+    assert not MaskedDiffusionCollator.for_model(tiny_mdlm(), pad_token_id=0).never_mask_first
+    assert not MaskedDiffusionCollator.for_model(torch.nn.Linear(2, 2), pad_token_id=0).never_mask_first  # unregistered

@@ -87,15 +87,10 @@ class MaskedDiffusionCollator:
         """
         from ..modeling.families import UnknownFamilyError, family_for_model
 
-        family = getattr(model, "family", None)
-        if family is None:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            family = getattr(base, "family", None)
-            if family is None:
-                try:
-                    family = family_for_model(base)
-                except UnknownFamilyError:
-                    family = None
+        try:
+            family = family_for_model(model)
+        except UnknownFamilyError:
+            family = None
         kwargs.setdefault("never_mask_first", bool(getattr(family, "logits_shift", False)))
         return cls(pad_token_id=pad_token_id, **kwargs)
 

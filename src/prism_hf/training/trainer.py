@@ -16,11 +16,11 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
-from .collator import MaskedDiffusionCollator
-from ..modeling.families import MAX_LENGTH_ATTRS, aligned_logits, mask_token_id_for, max_length_of
-from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
 from ..modeling.checkpointing import is_peft_model, restore_training_checkpoint
+from ..modeling.families import MAX_LENGTH_ATTRS, aligned_logits, mask_token_id_for, max_length_of
 from ..modeling.modeling_prism import PrismForMaskedDiffusion
+from .collator import MaskedDiffusionCollator
+from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
 from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
 
 logger = logging.get_logger(__name__)
@@ -57,8 +57,9 @@ class MDMTrainer(Trainer):
     """Plain masked diffusion training (pre-training or fine-tuning) with the ordinary loss.
 
     Works on any model that maps ``input_ids`` to an output with ``.logits`` `(B, L, V)`: a plain masked LM
-    (``BertForMaskedLM``), a registered diffusion backbone (LLaDA, Dream: logits are re-aligned through the
-    family registry), or a [`PrismForMaskedDiffusion`] (whose head is then untouched by the loss).
+    (``BertForMaskedLM``), a registered diffusion backbone (LLaDA, Dream, MDLM: called with its family's inputs and
+    its logits re-aligned, [`~prism_hf.modeling.families.aligned_logits`]), or a [`PrismForMaskedDiffusion`] (whose
+    head is then untouched by the loss).
 
     Each step masks the batch with [`forward_mask`] (``t ~ U(mask_eps, 1)``, only ``maskable`` positions) and
     minimises [`mdm_loss`] (cross-entropy at masked positions, weighted ``1/t``, normalised by ``B*L``).
@@ -69,8 +70,9 @@ class MDMTrainer(Trainer):
             `TrainingArguments` work too (``mask_eps=1e-3``, ``antithetic=False`` then apply).
         data_collator (*optional*): Defaults to a [`MaskedDiffusionCollator`] padding with the tokenizer's pad id
             (else the config's, else the mask id: padded positions are neither attended to nor masked).
-        mask_token_id (`int`, *optional*): The mask token id; defaults to ``model.config.mask_token_id``, then the
-            ``processing_class``'s ``mask_token_id``.
+        mask_token_id (`int`, *optional*): The mask token id; defaults to what the model's config records, then the
+            family's rule (MDLM: the last vocabulary id), then the ``processing_class``'s ``mask_token_id``
+            ([`~prism_hf.modeling.families.mask_token_id_for`]).
         Other arguments: as for `transformers.Trainer`.
     """
 
