@@ -25,7 +25,6 @@ boolean indexing) in a step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
