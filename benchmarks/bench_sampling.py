@@ -74,7 +74,7 @@ def timed_run(pipe, timers, call: dict):
 
 def build_model(vocab: int, d_model: int, layers: int, seed: int = 0, head: str = "mlp") -> PrismForMaskedDiffusion:
     backbone = tiny_llada(vocab_size=vocab, d_model=d_model, n_layers=layers, seed=seed, max_sequence_length=512)
-    return PrismForMaskedDiffusion.from_backbone(backbone, head=head).eval()
+    return PrismForMaskedDiffusion.from_backbone(backbone, head_type=head).eval()
 
 
 def make_pipe(model, **scheduler_kwargs) -> PrismPipeline:

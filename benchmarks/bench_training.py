@@ -46,7 +46,7 @@ def build_backbone(args):
 def build(args):
     from prism_hf.modeling.modeling_prism import PrismForMaskedDiffusion
 
-    return PrismForMaskedDiffusion.from_backbone(build_backbone(args), head=args.head).to(args.device).train()
+    return PrismForMaskedDiffusion.from_backbone(build_backbone(args), head_type=args.head).to(args.device).train()
 
 
 def make_step(variant, args):

@@ -63,7 +63,7 @@ def count(family: str, lora_r: int, lora_targets=("q_proj", "k_proj", "v_proj"),
     backbone = build_meta(family)
     total_backbone = sum(p.numel() for p in backbone.parameters())
     with torch.device("meta"):
-        model = PrismForMaskedDiffusion.from_backbone(backbone, head=head)
+        model = PrismForMaskedDiffusion.from_backbone(backbone, head_type=head)
         model.enable_lora(LoraConfig(r=lora_r, lora_alpha=lora_r, lora_dropout=0.1, target_modules=list(lora_targets)))
     lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
     head_params = sum(p.numel() for p in model.quality_head.parameters())
