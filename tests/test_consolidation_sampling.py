@@ -23,6 +23,7 @@ from prism_hf.sampling.unmasking import UNMASKING_RULES, get_unmasking_rule, sch
 from prism_hf.utils.registry import Registry
 
 MASK = 10
+EPS32 = torch.finfo(torch.float32).eps
 VOCAB = 12
 
 
@@ -233,3 +234,44 @@ def test_timesteps_ascend_and_step_takes_the_index():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new spelling warns about nothing
         s.step(torch.randn(1, 5, VOCAB), 0, torch.full((1, 5), MASK), mask_token_id=MASK, maskable=None)
+
+
+# ----- the pipeline's public seam and one guidance formula ------------------------------------------------------
+def test_pipeline_seam_serves_lm_eval():
+    from prism_hf.evaluation import lm_eval_model
+    from prism_hf.modeling.families import aligned_logits, mask_token_id_for, max_length_of
+    from prism_hf.sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
+    from prism_hf.testing import tiny_dream, tiny_mdlm
+
+    assert lm_eval_model.combine_guidance is classifier_free_guidance
+    for backbone in (tiny_dream(), tiny_mdlm()):
+        pipe = PrismPipeline(model=backbone, scheduler=PrismScheduler(remasking="none"))
+        ids = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(0))
+        logits, quality = pipe.model_forward(ids)
+        assert quality is None and torch.equal(logits, aligned_logits(backbone, ids))
+        assert pipe.max_length == max_length_of(backbone) and pipe.resolve_mask_token_id() == mask_token_id_for(backbone)
+    assert PrismPipeline(model=tiny_dream(), scheduler=PrismScheduler()).takes_padding_mask
+    assert not PrismPipeline(model=tiny_mdlm(), scheduler=PrismScheduler()).takes_padding_mask
+
+
+def test_guided_forward_is_llada_guidance():
+    from prism_hf.sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
+    from prism_hf.testing import tiny_llada
+
+    pipe = PrismPipeline(model=tiny_llada(), scheduler=PrismScheduler(remasking="none"))
+    mask = pipe.resolve_mask_token_id()
+    ids = torch.tensor([[5, 6, 7, mask, mask, 9], [8, 9, 10, 11, mask, mask]])
+    condition = ids != mask
+    guided, quality, forwards, tokens = pipe.guided_forward(ids, None, condition, mask, 1.5)
+    cond, _ = pipe.model_forward(ids)
+    uncond, _ = pipe.model_forward(ids.masked_fill(condition, mask))
+    assert forwards == 2 and tokens == 2 * ids.numel() and quality is None
+    scale = (cond.abs() + uncond.abs()).max().item()
+    # a batch of 2B rows against two batches of B rows: the same float32 matmuls (width 32) up to reduction order,
+    # amplified by the guidance's 2.5 + 1.5
+    assert torch.allclose(guided, uncond + 2.5 * (cond - uncond), rtol=0, atol=1e-5 * math.sqrt(32) * 4 * scale)
+    assert torch.equal(classifier_free_guidance(cond, None, 1.5), cond.float())
+    assert torch.equal(classifier_free_guidance(cond, uncond, 0.0), cond.float())
+    # the lm-eval form cond + s (cond - uncond) is the same quantity
+    assert torch.allclose(classifier_free_guidance(cond, uncond, 1.5), cond + 1.5 * (cond - uncond), rtol=0,
+                          atol=8 * EPS32 * 4 * scale)  # a few roundings of terms up to (2.5 + 1.5) * scale

@@ -50,9 +50,9 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     ) from _err
 
 from ..modeling.configuration_prism import PrismConfig
-from ..modeling.families import UnknownFamilyError, family_for_model, registered_families
+from ..modeling.families import registered_families
 from ..modeling.modeling_prism import PrismForMaskedDiffusion, _as_torch_dtype, _load_backbone
-from ..sampling.pipeline_prism import PrismPipeline
+from ..sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
 from ..sampling.remasking import quality_head_error
 from ..sampling.scheduling_prism import PrismScheduler
 from ..sampling.unmasking import top_per_row
@@ -111,9 +111,9 @@ def guided_logits(
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The model's logits, and with ``cfg_scale > 0`` those of the same rows with the context masked.
 
-    LLaDA's unsupervised classifier-free guidance combines the two as ``un + (cfg_scale + 1) * (cond - un)``, i.e.
-    ``cond + cfg_scale * (cond - un)``; callers combine them only where they need logits (see [`combine_guidance`]),
-    which saves a ``(B, S, V)`` tensor.
+    LLaDA's unsupervised classifier-free guidance combines the two as ``un + (cfg_scale + 1) * (cond - un)``
+    ([`~prism_hf.sampling.pipeline_prism.classifier_free_guidance`], the formula the pipeline's steps use); callers
+    combine them only where they need logits, which saves a ``(B, S, V)`` tensor.
 
     Args:
         logits_fn (`Callable`): ``(input_ids, attention_mask) -> logits`` of shape `(B, S, V)`.
@@ -135,12 +135,8 @@ def guided_logits(
     return both[: input_ids.shape[0]], both[input_ids.shape[0] :]
 
 
-def combine_guidance(cond: torch.Tensor, uncond: Optional[torch.Tensor], cfg_scale: float) -> torch.Tensor:
-    """``cond + cfg_scale * (cond - uncond)`` in float32 (``cond`` alone when there is no ``uncond``)."""
-    cond = cond.float()
-    if uncond is None or cfg_scale == 0:
-        return cond
-    return cond + cfg_scale * (cond - uncond.float())
+#: The guidance formula, under the name this module exported before it moved to the pipeline (one formula).
+combine_guidance = classifier_free_guidance
 
 
 def _check_estimator_inputs(input_ids, target_mask, attention_mask, mc_num, batch_size, mc_sampling, cfg_scale) -> None:
@@ -195,6 +191,18 @@ def _draw_masks(
     return masked, weight
 
 
+def _score_draws(logits_fn: LogitsFn, clean: torch.Tensor, masked: torch.Tensor, target: torch.Tensor,
+                 valid: torch.Tensor, mask_token_id: int, cfg_scale: float) -> torch.Tensor:
+    """One forward for a chunk of draws: the summed ``log p`` of the true tokens at each draw's masked positions,
+    `(rows,)` (unweighted)."""
+    noisy = clean.masked_fill(masked, mask_token_id)
+    attention = None if bool(valid.all()) else valid.long()
+    cond, uncond = guided_logits(logits_fn, noisy, attention, valid & ~target, mask_token_id, cfg_scale)
+    logits = classifier_free_guidance(cond[masked], None if uncond is None else uncond[masked], cfg_scale)
+    token_logp = logits.log_softmax(-1).gather(-1, clean[masked].unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(masked.shape, device=clean.device).masked_scatter(masked, token_logp).sum(-1)
+
+
 @torch.no_grad()
 def monte_carlo_loglikelihood(
     logits_fn: LogitsFn,
@@ -227,7 +235,7 @@ def monte_carlo_loglikelihood(
 
     Args:
         logits_fn (`Callable`): ``(input_ids (B, S), attention_mask (B, S) or None) -> logits (B, S, V)`` with
-            position ``i`` describing token ``i`` (e.g. ``lambda ids, am: pipe._forward(ids, am)[0]``).
+            position ``i`` describing token ``i`` (e.g. ``lambda ids, am: pipe.model_forward(ids, am)[0]``).
         input_ids (`torch.LongTensor` of shape `(num_rows, seq_len)`): Context and continuation tokens per row.
         target_mask (`torch.BoolTensor` of shape `(num_rows, seq_len)`): `True` at the continuation's positions.
             A row without any scores 0 (the log-likelihood of an empty continuation).
@@ -255,34 +263,23 @@ def monte_carlo_loglikelihood(
     start = (torch.rand((num_rows,), device=device, generator=generator) * num_targets.clamp(min=1)).long() + 1
     totals = torch.zeros(num_rows, dtype=torch.float64, device=device)
     squares = torch.zeros(num_rows, dtype=torch.float64, device=device)
-    draws_per_forward = max(1, batch_size // (2 if cfg_scale > 0 else 1))
-    forward_rows = forward_calls = 0
-    flat = torch.arange(num_rows * mc_num, device=device)
-    for chunk in flat.split(draws_per_forward):
+    guidance = 2 if cfg_scale > 0 else 1  # a guided draw takes a conditional and an unconditional row
+    chunks = torch.arange(num_rows * mc_num, device=device).split(max(1, batch_size // guidance))
+    for chunk in chunks:
         row, draw = torch.div(chunk, mc_num, rounding_mode="floor"), chunk % mc_num
         width = int(valid[row].sum(-1).max())  # padding goes last: drop the columns no row of this chunk uses
         clean, row_target, row_valid = input_ids[row, :width], target[row, :width], valid[row, :width]
         masked, weight = _draw_masks(row_target, num_targets[row], draw, start[row], mc_num, mc_sampling, generator)
-        noisy = clean.masked_fill(masked, mask_token_id)
-        chunk_attention = None if bool(row_valid.all()) else row_valid.long()
-        cond, uncond = guided_logits(logits_fn, noisy, chunk_attention, row_valid & ~row_target, mask_token_id, cfg_scale)
-        logits = combine_guidance(cond[masked], None if uncond is None else uncond[masked], cfg_scale)
-        token_logp = logits.log_softmax(-1).gather(-1, clean[masked].unsqueeze(-1)).squeeze(-1)
-        per_draw = torch.zeros(masked.shape, device=device).masked_scatter(masked, token_logp).sum(-1) * weight
-        per_draw = per_draw.double()
+        per_draw = (_score_draws(logits_fn, clean, masked, row_target, row_valid, mask_token_id, cfg_scale) * weight).double()
         totals.index_add_(0, row, per_draw)
         squares.index_add_(0, row, per_draw.square())
-        forward_calls += 2 if uncond is not None else 1
-        forward_rows += noisy.shape[0] * (2 if uncond is not None else 1)
     mean = totals / mc_num
+    standard_error = torch.full_like(mean, float("nan"))
     if mc_num > 1:
-        variance = ((squares - mc_num * mean.square()) / (mc_num - 1)).clamp(min=0)
-        standard_error = (variance / mc_num).sqrt()
-    else:
-        standard_error = torch.full_like(mean, float("nan"))
+        standard_error = (((squares - mc_num * mean.square()) / (mc_num - 1)).clamp(min=0) / mc_num).sqrt()
     return MonteCarloLogLikelihood(
         loglikelihood=mean.float().cpu(), standard_error=standard_error.float().cpu(),
-        forward_rows=forward_rows, forward_calls=forward_calls,
+        forward_rows=num_rows * mc_num * guidance, forward_calls=len(chunks) * guidance,
     )
 
 
@@ -332,7 +329,7 @@ def greedy_match(
             scheduler.set_timesteps(length, device=device)
             for step in range(length):
                 cond, uncond = guided_logits(logits_fn, sample, chunk_attention, row_valid & ~row_target, mask_token_id, cfg_scale)
-                logits = combine_guidance(cond, uncond, cfg_scale)
+                logits = classifier_free_guidance(cond, uncond, cfg_scale)
                 sample = scheduler.step(logits, step, sample, mask_token_id=mask_token_id, maskable=row_target).prev_sample
                 forward_rows += sample.shape[0] * (2 if uncond is not None else 1)
             matches[chunk] = ((sample == clean) | ~row_target).all(-1)
@@ -374,6 +371,18 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be an int >= 1" + (" ('auto' is not supported)." if value == "auto" else "."))
     return value
+
+
+def _check_sampler_kwargs(sampler_kwargs: Dict[str, Any]) -> None:
+    """Every ``--model_args`` key that is not PrismLM's own must be a scheduler field or a pipeline argument."""
+    scheduler_names, pipeline_names = scheduler_arguments(), pipeline_arguments()
+    unknown = sorted(set(sampler_kwargs) - set(scheduler_names) - set(pipeline_names))
+    if unknown:
+        own = sorted(_parameters(PrismLM.__init__))
+        raise ValueError(
+            f"Unknown --model_args {unknown} for the 'prism' model. Valid: PrismLM {own}; PrismScheduler "
+            f"{sorted(scheduler_names)}; PrismPipeline {sorted(pipeline_names)}."
+        )
 
 
 @register_model("prism")
@@ -442,25 +451,17 @@ class PrismLM(TemplateLM):
     ):
         super().__init__()
         # ----- validate everything that needs no model -----
-        scheduler_names, pipeline_names = scheduler_arguments(), pipeline_arguments()
-        unknown = sorted(set(sampler_kwargs) - set(scheduler_names) - set(pipeline_names))
-        if unknown:
-            own = sorted(_parameters(PrismLM.__init__))
-            raise ValueError(
-                f"Unknown --model_args {unknown} for the 'prism' model. Valid: PrismLM {own}; PrismScheduler "
-                f"{sorted(scheduler_names)}; PrismPipeline {sorted(pipeline_names)}."
-            )
+        _check_sampler_kwargs(sampler_kwargs)
         if pretrained is None:
             raise ValueError("pretrained=None: pass --model_args pretrained=<PRISM checkpoint or backbone path / Hub id>.")
         torch_dtype = _as_torch_dtype(dtype)  # raises for a bad dtype, naming the valid ones
         self.batch_size_per_gpu = _positive_int("batch_size", batch_size)
         self.mc_num = _positive_int("mc_num", mc_num)
-        if max_length is not None:
-            max_length = _positive_int("max_length", max_length)
-        if gen_length is not None:
-            gen_length = _positive_int("gen_length", gen_length)
+        max_length = None if max_length is None else _positive_int("max_length", max_length)
+        gen_length = None if gen_length is None else _positive_int("gen_length", gen_length)
         _check_estimator_inputs(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool), None,
                                 self.mc_num, self.batch_size_per_gpu, mc_sampling, cfg_scale)
+        scheduler_names = scheduler_arguments()
         # lm-eval's --model_args parser reads the word `none` as None: for a scheduler field whose values are names
         # (its default is a string, e.g. remasking), None can only mean the rule called "none".
         defaults = {n: p.default for n, p in inspect.signature(PrismScheduler.__init__).parameters.items()}
@@ -547,7 +548,7 @@ class PrismLM(TemplateLM):
     def max_length(self) -> int:
         if self._max_length_arg is not None:
             return self._max_length_arg
-        return self.pipeline._max_length() or _DEFAULT_MAX_LENGTH
+        return self.pipeline.max_length or _DEFAULT_MAX_LENGTH
 
     def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, **kwargs) -> List[int]:
         if add_special_tokens is None:
@@ -569,22 +570,12 @@ class PrismLM(TemplateLM):
 
     # ----- requests ----------------------------------------------------------------------------------------------
     def _logits(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.pipeline._forward(input_ids, attention_mask)[0]
+        return self.pipeline.model_forward(input_ids, attention_mask)[0]
 
     def _takes_padding_mask(self) -> bool:
         """Whether the backbone honours a padding mask; one that does not (MDLM) attends to padding, so rows of
-        different lengths must not share a batch."""
-        pipeline_knows = getattr(self.pipeline, "_takes_padding_mask", None)
-        if pipeline_knows is not None:
-            return pipeline_knows()
-        family = getattr(self.model, "family", None)
-        if family is None:
-            try:
-                family = family_for_model(self.model)
-            except UnknownFamilyError:
-                return True
-        probe = torch.zeros(1, 1, dtype=torch.long)
-        return "attention_mask" in family.backbone_inputs(probe, torch.ones_like(probe))
+        different lengths must not share a batch ([`PrismPipeline.takes_padding_mask`])."""
+        return self.pipeline.takes_padding_mask
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -22,7 +22,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -30,13 +30,19 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from ..modeling.families import UnknownFamilyError, family_for_model, get_family, resolve_mask_token_id, vocab_size_of
+from ..modeling.families import (
+    UnknownFamilyError,
+    aligned_logits,
+    family_for_model,
+    get_family,
+    mask_token_id_for,
+    max_length_of,
+    vocab_size_of,
+)
 from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint, quality_head_error
 from .scheduling_prism import PrismScheduler
 
-__all__ = ["PrismPipeline", "PrismPipelineOutput"]
-
-_MAX_LENGTH_ATTRS = ("max_position_embeddings", "max_sequence_length", "model_length", "n_positions", "max_seq_len")
+__all__ = ["PrismPipeline", "PrismPipelineOutput", "classifier_free_guidance"]
 
 #: LLaDA ``generate`` arguments whose prism_hf name differs (the pipeline call says so instead of a bare TypeError).
 _LLADA_CALL_ARGUMENTS = {
@@ -50,6 +56,27 @@ _LLADA_UNSUPPORTED = ("logits_eos_inf", "confidence_eos_eot_inf")
 _MODEL_LOAD_KWARGS = ("trust_remote_code", "device_map", "attn_implementation")
 #: Hub keyword arguments ``DiffusionPipeline.download`` takes.
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+
+
+def classifier_free_guidance(cond: torch.Tensor, uncond: Optional[torch.Tensor], cfg_scale: float) -> torch.Tensor:
+    """LLaDA's unsupervised classifier-free guidance, ``uncond + (cfg_scale + 1) * (cond - uncond)``, in float32.
+
+    The one guidance formula of prism_hf (the pipeline's sampling steps and the lm-eval estimator use it).
+
+    Args:
+        cond (`torch.Tensor` of shape `(..., vocab_size)`): Logits of the input as it is.
+        uncond (`torch.Tensor` of the same shape, *optional*): Logits of the input with its condition (prompt, given
+            tokens) masked; `None` returns ``cond`` in float32.
+        cfg_scale (`float`): The guidance scale; 0 returns ``cond``.
+
+    Returns:
+        `torch.FloatTensor`: The guided logits.
+    """
+    cond = cond.float()
+    if uncond is None or cfg_scale == 0:
+        return cond
+    uncond = uncond.float()
+    return uncond + (cfg_scale + 1.0) * (cond - uncond)
 
 
 @dataclass
@@ -179,65 +206,40 @@ class PrismPipeline(DiffusionPipeline):
             )
         return super().from_pretrained(folder, **kwargs)
 
-    # ----- model plumbing ------------------------------------------------------------------------------------
+    # ----- the model: the public seam (lm-eval and other callers run the model through these) -----------------
     @property
     def has_quality_head(self) -> bool:
         """Whether the model returns ``quality_logits`` (a PRISM model)."""
         return hasattr(self.model, "quality_head")
 
-    def _plain_family(self):
-        if self.has_quality_head:
-            return None
+    def _family(self):
+        """The backbone family (of the PRISM model or the plain backbone), or `None` for a model outside the
+        registry."""
         try:
             return family_for_model(self.model)
         except UnknownFamilyError:
             return None
 
-    def _family(self):
-        """The backbone family (PRISM model or plain backbone), or `None` for a model outside the registry."""
-        family = getattr(self.model, "family", None) if self.has_quality_head else self._plain_family()
-        return family if hasattr(family, "backbone_inputs") else None
-
-    def _takes_padding_mask(self) -> bool:
+    @property
+    def takes_padding_mask(self) -> bool:
         """Whether the model's forward honours a padding mask. Read from the family registry: a family whose
-        convention passes no ``attention_mask`` (MDLM's DiT) attends to every position, padding included."""
+        convention passes no ``attention_mask`` (MDLM's DiT) attends to every position, padding included, so rows of
+        different lengths must not share a batch."""
         family = self._family()
         if family is None:
             return True
         probe = torch.zeros(1, 1, dtype=torch.long)
         return "attention_mask" in family.backbone_inputs(probe, torch.ones_like(probe))
 
-    def _vocab_size(self) -> Optional[int]:
-        configs = [getattr(getattr(self.model, "backbone", None), "config", None), getattr(self.model, "config", None)]
-        for config in configs:
-            if config is not None:
-                size = vocab_size_of(config)
-                if size is not None:
-                    return size
-        return None
+    @property
+    def max_length(self) -> Optional[int]:
+        """The longest sequence the model accepts (from its config; `None` when it does not say)."""
+        return max_length_of(self.model)
 
     def resolve_mask_token_id(self, mask_token_id: Optional[int] = None) -> int:
-        """The mask id: the argument, else the model's, else the backbone family's rule or the tokenizer's."""
-        if mask_token_id is not None:
-            return int(mask_token_id)
-        found = getattr(self.model, "mask_token_id", None)
-        if found is None:
-            found = getattr(getattr(self.model, "config", None), "mask_token_id", None)
-        if found is None:
-            family = self._plain_family()
-            if family is not None:
-                try:
-                    found = resolve_mask_token_id(family, self.model.config, tokenizer=self.tokenizer)
-                except ValueError:
-                    found = None
-        if found is None and self.tokenizer is not None:
-            found = getattr(self.tokenizer, "mask_token_id", None)
-        if found is None:
-            raise ValueError(
-                "mask_token_id=None: no mask token id is known. The model (and its config) has no `mask_token_id` and "
-                "the tokenizer has no mask token. Pass `mask_token_id=<id>` to the pipeline call."
-            )
-        return int(found)
+        """The mask id: the argument, else what the model records, else the backbone family's rule, else the
+        tokenizer's ([`~prism_hf.modeling.families.mask_token_id_for`])."""
+        return mask_token_id_for(self.model, tokenizer=self.tokenizer, mask_token_id=mask_token_id)
 
     def _model_device(self) -> torch.device:
         try:
@@ -246,80 +248,71 @@ class PrismPipeline(DiffusionPipeline):
             param = next(self.model.parameters(), None)
             return torch.device("cpu") if param is None else param.device
 
-    def _max_length(self) -> Optional[int]:
-        configs = [getattr(self.model, "config", None)]
-        backbone = getattr(self.model, "backbone", None)
-        if backbone is not None:
-            configs.insert(0, getattr(backbone, "config", None))
-        for config in configs:
-            for attr in _MAX_LENGTH_ATTRS:
-                value = getattr(config, attr, None)
-                if isinstance(value, int) and value > 0:
-                    return value
-        return None
+    def model_forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
+                      quality_only: bool = False, cache: Any = None) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """One model forward: ``(logits, quality_logits)`` with position ``i`` describing token ``i``.
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], quality_only: bool = False,
-                 cache: Any = None):
-        """One model forward; returns ``(logits, quality_logits or None)`` with position ``i`` describing token ``i``.
-        ``quality_only`` (PRISM models only) skips the vocabulary projection and returns ``logits=None``. With a
-        ``cache`` whose window is set, ``input_ids`` are the window's tokens, ``attention_mask`` is the padding mask of
-        the whole sequence, and the outputs are the window's, unaligned (see ``BackboneFamily.window_for``)."""
-        if self.has_quality_head:
-            extra = {"output_logits": False} if quality_only else {}
-            if cache is not None:
-                extra["cache"] = cache
-            output = self.model(input_ids, attention_mask=attention_mask, **extra)
-            return output.logits, output.quality_logits
-        family = self._plain_family()
-        if cache is not None:
-            window = cache.window is not None
-            inputs = family.window_inputs(input_ids, attention_mask, cache) if window else {
-                **family.backbone_inputs(input_ids, attention_mask), "cache": cache}
-            output = self.model(**inputs)
-            logits = getattr(output, family.logits_attr, None)
-            logits = output[0] if logits is None else logits
-            return (logits if window else family.align(logits)), None
-        if family is None:
-            inputs = {"input_ids": input_ids}
-            if attention_mask is not None:
-                inputs["attention_mask"] = attention_mask
-            output = self.model(**inputs)
-            logits = getattr(output, "logits", None)
-            return (output[0] if logits is None else logits), getattr(output, "quality_logits", None)
-        output = self.model(**family.backbone_inputs(input_ids, attention_mask))
-        logits = getattr(output, family.logits_attr, None)
-        if logits is None:
-            logits = output[0]
-        return family.align(logits), getattr(output, "quality_logits", None)
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): Token ids.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real tokens,
+                0 for padding.
+            quality_only (`bool`): PRISM models only: skip the vocabulary projection (``logits`` is then `None`).
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): With its window set, ``input_ids`` are the
+                window's tokens, ``attention_mask`` is the padding mask of the whole sequence, and the outputs are
+                the window's, unaligned (see ``BackboneFamily.window_for``).
 
-    def _sampling_forward(self, x, attention_mask, condition, mask_id: int, cfg_scale: float, cache: Any = None,
-                          window: Optional[torch.Tensor] = None):
-        """The forward of one sampling step: ``(logits, quality_logits or None, forwards run, tokens processed)``.
-
-        With a ``cache`` (kv_cache "prefix" / "dual"), ``window=None`` runs the whole sequence and refills the cache;
-        a ``window`` `(B, W)` of positions runs only those tokens against the cached rest, and the outputs are the
-        window's (unaligned).
-
-        With ``cfg_scale > 0`` this is LLaDA's classifier-free guidance: the unconditional input is ``x`` with every
-        condition position (prompt, given tokens) masked, both run as one forward of ``2B`` rows, and the logits are
-        ``uncond + (cfg_scale + 1) * (cond - uncond)`` (float32). That forward counts twice in the NFE (it costs two).
-        The quality logits are those of the conditional input.
+        Returns:
+            `(logits, quality_logits)`: `(batch_size, sequence_length, vocab_size)` float logits (`None` with
+            ``quality_only``) and `(batch_size, sequence_length)` quality logits (`None` for a plain backbone).
         """
-        inputs = x
+        if not self.has_quality_head:
+            extra = {} if cache is None else {"cache": cache}
+            return aligned_logits(self.model, input_ids, attention_mask, **extra), None
+        extra = {"output_logits": False} if quality_only else {}
+        if cache is not None:
+            extra["cache"] = cache
+        output = self.model(input_ids, attention_mask=attention_mask, **extra)
+        return output.logits, output.quality_logits
+
+    def guided_forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], condition: torch.Tensor,
+                       mask_token_id: int, cfg_scale: float, cache: Any = None,
+                       window: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor], int, int]:
+        """The forward of one sampling step, with LLaDA's classifier-free guidance when ``cfg_scale > 0``.
+
+        The unconditional input is ``input_ids`` with every ``condition`` position (prompt, given tokens) masked; both
+        run as one forward of ``2B`` rows (counted as two forwards) and the logits are
+        [`classifier_free_guidance`]'s. The quality logits are those of the conditional rows.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): The current tokens.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): The padding mask.
+            condition (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): What guidance masks.
+            mask_token_id (`int`): The mask id.
+            cfg_scale (`float`): 0 turns guidance off.
+            cache ([`~prism_hf.models.cache.BlockKVCache`], *optional*): ``window=None`` runs the whole sequence and
+                refills it.
+            window (`torch.LongTensor` of shape `(batch_size, W)`, *optional*): Positions to run against the cached
+                rest; the outputs are then the window's (unaligned).
+
+        Returns:
+            `(logits, quality_logits or None, forwards run, tokens processed)`.
+        """
+        inputs = input_ids
         if cfg_scale > 0:
-            inputs = torch.cat([x, x.masked_fill(condition, mask_id)])  # the unconditional rows: prompt masked
+            inputs = torch.cat([input_ids, input_ids.masked_fill(condition, mask_token_id)])
             attention_mask = None if attention_mask is None else attention_mask.repeat(2, 1)
             window = None if window is None else window.repeat(2, 1)
         if window is not None:
             inputs = inputs.gather(1, window)
         if cache is not None:
             cache.set_window(window)  # None: this forward runs the whole sequence and fills the cache
-        logits, quality_logits = self._forward(inputs, attention_mask, cache=cache)
+        logits, quality_logits = self.model_forward(inputs, attention_mask, cache=cache)
         if cfg_scale <= 0:
             return logits, quality_logits, 1, inputs.numel()
-        cond, uncond = logits.float().chunk(2)
-        guided = uncond + (cfg_scale + 1.0) * (cond - uncond)
-        return guided, None if quality_logits is None else quality_logits[: x.shape[0]], 2, inputs.numel()
+        cond, uncond = logits.chunk(2)
+        rows = input_ids.shape[0]
+        guided = classifier_free_guidance(cond, uncond, cfg_scale)
+        return guided, None if quality_logits is None else quality_logits[:rows], 2, inputs.numel()
 
     def _block_cache(self):
         """A [`~prism_hf.models.cache.BlockKVCache`] for ``kv_cache`` "prefix" / "dual", or `None` for "none"; a clear
@@ -478,7 +471,7 @@ class PrismPipeline(DiffusionPipeline):
     def _check_token_ids(self, rows: List[torch.Tensor], what: str) -> None:
         """Every id inside the model's vocabulary (an id outside it would fail deep inside the embedding lookup)."""
         ids = torch.cat([row.reshape(-1) for row in rows]) if rows else torch.zeros(0, dtype=torch.long)
-        vocab = self._vocab_size()
+        vocab = vocab_size_of(self.model)
         bad = (ids < 0) | (ids >= vocab) if vocab is not None else ids < 0
         if bool(bad.any()):
             first = int(bad.nonzero()[0, 0])
@@ -566,113 +559,116 @@ class PrismPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["sample"]
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sample"]
         self._reject_unknown_arguments(kwargs)
         self.check_inputs(prompt, messages, input_ids, gen_length, num_inference_steps, output_type,
                           callback_on_step_end_tensor_inputs, cfg_scale=cfg_scale)
         mask_id = self.resolve_mask_token_id(mask_token_id)
-        family = self._family()
-        shifted = family is not None and family.logits_shift
         if eos_token_id is None and self.tokenizer is not None:
             eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
-        device = self._model_device()
-        scheduler = self.scheduler
-        infill = gen_length == 0
-
-        # ----- lay out the batch -----
-        if infill:
-            # Infilling keeps the caller's layout (Sudoku grids come back cell for cell).
-            infill_ids, infill_valid = self._infill_inputs(input_ids, attention_mask, mask_id)
-            self._check_token_ids(list(infill_ids), "input_ids")
-            batch_size, seq_len = infill_ids.shape
-            lengths = [seq_len]
-            gen_total = seq_len
-            first_valid = infill_valid.long().argmax(-1, keepdim=True)  # the first real token of each row
-            if shifted and bool((infill_valid.gather(1, first_valid) & (infill_ids.gather(1, first_valid) == mask_id)).any()):
-                raise ValueError(
-                    f"input_ids has a mask token at the first real position of a row, but the {family.name!r} backbone "
-                    "predicts token i from position i - 1 (its logits are shifted): that position has no prediction of "
-                    "its own (before it there is only padding, or nothing). Keep a real token (e.g. BOS) there."
-                )
-            if not bool(infill_valid.all()) and not self._takes_padding_mask():
-                raise ValueError(
-                    "attention_mask marks padding, but this backbone takes no padding mask (it would attend to the "
-                    "padding and change every row's result). Infill rows of one length without padding."
-                )
+        if gen_length == 0:
+            canvas = self._infill_canvas(input_ids, attention_mask, mask_id)
         else:
-            prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
-            batch_size = len(prompts)
-            if batch_size == 0:
-                raise ValueError("The batch is empty; pass at least one prompt.")
+            prompts = self._checked_prompts(prompt, messages, input_ids, attention_mask, gen_length, mask_id,
+                                            chat_template_kwargs)
             lengths = [int(p.numel()) for p in prompts]
-            has_mask = [bool((p == mask_id).any()) for p in prompts]
-            if any(has_mask):
-                raise ValueError(
-                    f"input_ids rows {[i for i, m in enumerate(has_mask) if m]} contain the mask token {mask_id} while "
-                    f"gen_length={gen_length}; pass gen_length=0 to infill those masks."
-                )
-            self._check_token_ids(prompts, "input_ids" if input_ids is not None else "the encoded prompt")
-            if shifted and min(lengths) == 0:
-                raise ValueError(
-                    f"An empty prompt (row {lengths.index(0)}) with a {family.name!r} backbone: it predicts token i from "
-                    "position i - 1 (its logits are shifted), so position 0 has no prediction of its own. Start every "
-                    "prompt with at least one token (e.g. BOS)."
-                )
-            if len(set(lengths)) > 1 and not self._takes_padding_mask():
-                return self._generate_by_length(
-                    prompts, lengths, return_dict=return_dict, output_type=output_type,
-                    call_kwargs=dict(
-                        gen_length=gen_length, num_inference_steps=num_inference_steps, block_length=block_length,
-                        mask_token_id=mask_id, eos_token_id=eos_token_id, eos_early_stop=eos_early_stop,
-                        cfg_scale=cfg_scale, generator=generator, return_quality=return_quality,
-                        return_history=return_history, show_progress=show_progress,
-                        callback_on_step_end=callback_on_step_end,
-                        callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-                    ),
-                )
-            seq_len = max(lengths) + gen_length
-            gen_total = gen_length
-        max_length = self._max_length()
-        if max_length is not None and seq_len > max_length:
+            if len(set(lengths)) > 1 and not self.takes_padding_mask:
+                return self._generate_by_length(prompts, lengths, return_dict=return_dict, output_type=output_type,
+                                                call_kwargs=dict(
+                    gen_length=gen_length, num_inference_steps=num_inference_steps, block_length=block_length,
+                    mask_token_id=mask_id, eos_token_id=eos_token_id, eos_early_stop=eos_early_stop, cfg_scale=cfg_scale,
+                    generator=generator, return_quality=return_quality, return_history=return_history,
+                    show_progress=show_progress, callback_on_step_end=callback_on_step_end,
+                    callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs))
+            canvas = self._prompt_canvas(prompts, lengths, gen_length, mask_id)
+        blocks = self._plan_blocks(canvas, num_inference_steps, block_length)
+        state = self._denoise(canvas, blocks, mask_id, eos_token_id if eos_early_stop else None, cfg_scale, generator,
+                              _StepHooks(show_progress, return_history, callback_on_step_end,
+                                         callback_on_step_end_tensor_inputs))
+        return self._decode_outputs(canvas, state, eos_token_id if eos_early_stop else None, return_quality,
+                                    output_type, return_dict)
+
+    # ----- the stages of a call ------------------------------------------------------------------------------
+    def _infill_canvas(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], mask_id: int) -> "_Canvas":
+        """Infilling (``gen_length=0``) keeps the caller's layout (Sudoku grids come back cell for cell): the masks
+        of ``input_ids`` are the generated positions."""
+        ids, valid = self._infill_inputs(input_ids, attention_mask, mask_id)
+        self._check_token_ids(list(ids), "input_ids")
+        family = self._family()
+        first_valid = valid.long().argmax(-1, keepdim=True)  # the first real token of each row
+        if family is not None and family.logits_shift and bool(
+                (valid.gather(1, first_valid) & (ids.gather(1, first_valid) == mask_id)).any()):
             raise ValueError(
-                f"The longest prompt has {max(lengths)} tokens; with gen_length={gen_length} that is {seq_len} positions, "
-                f"more than the model's maximum {max_length}. Shorten the prompt to at most {max_length - gen_length} "
-                "tokens or lower gen_length."
+                f"input_ids has a mask token at the first real position of a row, but the {family.name!r} backbone "
+                "predicts token i from position i - 1 (its logits are shifted): that position has no prediction of "
+                "its own (before it there is only padding, or nothing). Keep a real token (e.g. BOS) there."
             )
+        if not bool(valid.all()) and not self.takes_padding_mask:
+            raise ValueError(
+                "attention_mask marks padding, but this backbone takes no padding mask (it would attend to the "
+                "padding and change every row's result). Infill rows of one length without padding."
+            )
+        batch_size, seq_len = ids.shape
+        gen_pos = torch.arange(seq_len)[None, :].expand(batch_size, -1)
+        return _Canvas.on(self._model_device(), x=ids, valid=valid, generated=valid & (ids == mask_id), gen_pos=gen_pos,
+                          lengths=[seq_len], gen_length=0, mask_id=mask_id)
+
+    def _checked_prompts(self, prompt, messages, input_ids, attention_mask, gen_length: int, mask_id: int,
+                         chat_template_kwargs) -> List[torch.Tensor]:
+        """The prompts as 1D id tensors (real tokens only), checked: no mask token, ids inside the vocabulary, no
+        empty prompt for a shifted family."""
+        prompts = self._encode_prompts(prompt, messages, input_ids, attention_mask, chat_template_kwargs)
+        if len(prompts) == 0:
+            raise ValueError("The batch is empty; pass at least one prompt.")
+        has_mask = [bool((p == mask_id).any()) for p in prompts]
+        if any(has_mask):
+            raise ValueError(
+                f"input_ids rows {[i for i, m in enumerate(has_mask) if m]} contain the mask token {mask_id} while "
+                f"gen_length={gen_length}; pass gen_length=0 to infill those masks."
+            )
+        self._check_token_ids(prompts, "input_ids" if input_ids is not None else "the encoded prompt")
+        family = self._family()
+        lengths = [int(p.numel()) for p in prompts]
+        if family is not None and family.logits_shift and min(lengths) == 0:
+            raise ValueError(
+                f"An empty prompt (row {lengths.index(0)}) with a {family.name!r} backbone: it predicts token i from "
+                "position i - 1 (its logits are shifted), so position 0 has no prediction of its own. Start every "
+                "prompt with at least one token (e.g. BOS)."
+            )
+        return prompts
+
+    def _prompt_canvas(self, prompts: List[torch.Tensor], lengths: List[int], gen_length: int, mask_id: int) -> "_Canvas":
+        """Row ``i`` is ``[prompt_i, gen_length masks, padding]``: each generation starts right after its own prompt
+        and padding goes last, so every row sees the positions it would see alone."""
+        batch_size, seq_len = len(prompts), max(lengths) + gen_length
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
+        x = torch.full((batch_size, seq_len), mask_id if pad_id is None else pad_id, dtype=torch.long)
+        for i, p in enumerate(prompts):  # setup only: one copy per prompt, never inside a step
+            x[i, : lengths[i]] = p
+        gen_pos = torch.arange(seq_len)[None, :] - torch.tensor(lengths)[:, None]
+        generated = (gen_pos >= 0) & (gen_pos < gen_length)
+        return _Canvas.on(self._model_device(), x=x.masked_fill(generated, mask_id), valid=gen_pos < gen_length,
+                          generated=generated, gen_pos=gen_pos, lengths=lengths, gen_length=gen_length, mask_id=mask_id)
+
+    def _plan_blocks(self, canvas: "_Canvas", num_inference_steps: Optional[int], block_length: Optional[int]) -> "_Blocks":
+        """Check the canvas against the model's maximum length, and share the steps out among the blocks."""
+        max_length = self.max_length
+        if max_length is not None and canvas.seq_len > max_length:
+            raise ValueError(
+                f"The longest prompt has {max(canvas.lengths)} tokens; with gen_length={canvas.gen_length} that is "
+                f"{canvas.seq_len} positions, more than the model's maximum {max_length}. Shorten the prompt to at most "
+                f"{max_length - canvas.gen_length} tokens or lower gen_length."
+            )
+        gen_total = canvas.gen_total
         if block_length is None:
-            block_length = scheduler.config.block_length or gen_total
+            block_length = self.scheduler.config.block_length or gen_total
         if not isinstance(block_length, int) or block_length < 1 or gen_total % block_length != 0:
-            what = "the sequence length" if infill else "gen_length"
+            what = "the sequence length" if canvas.infill else "gen_length"
             raise ValueError(f"block_length={block_length!r} must be a positive divisor of {what} ({gen_total}).")
         num_blocks = gen_total // block_length
-        scheduler.check_block_length(block_length)
-
-        pad_id = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
-        pad_id = mask_id if pad_id is None else pad_id
-        positions = torch.arange(seq_len)
-        if infill:
-            x, valid = infill_ids, infill_valid
-            generated = valid & (x == mask_id)
-            gen_pos = positions[None, :].expand(batch_size, -1)
-            lengths_t = torch.zeros(batch_size, dtype=torch.long)
-        else:
-            x = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
-            for i, p in enumerate(prompts):  # setup only: one copy per prompt, never inside a step
-                x[i, : lengths[i]] = p
-            lengths_t = torch.tensor(lengths)
-            gen_pos = positions[None, :] - lengths_t[:, None]
-            generated = (gen_pos >= 0) & (gen_pos < gen_length)
-            x = x.masked_fill(generated, mask_id)
-            valid = gen_pos < gen_length
-        x = x.to(device)
-        valid, generated, gen_pos = valid.to(device), generated.to(device), gen_pos.to(device)
-        model_attention = None if bool(valid.all()) else valid.long()
-        condition = valid & ~generated  # prompt / given tokens: what classifier-free guidance masks
-        block_of = torch.div(gen_pos.clamp(min=0), block_length, rounding_mode="floor")
-
+        self.scheduler.check_block_length(block_length)
         if num_inference_steps is None:
-            num_inference_steps = int(generated.sum(-1).max()) if infill else gen_length
+            num_inference_steps = int(canvas.generated.sum(-1).max()) if canvas.infill else canvas.gen_length
             num_inference_steps = max(num_inference_steps, num_blocks)
         if num_inference_steps < num_blocks:
             raise ValueError(
@@ -680,136 +676,147 @@ class PrismPipeline(DiffusionPipeline):
                 f"(gen_length {gen_total} / block_length {block_length}); every block needs at least one step."
             )
         base_steps, extra_steps = divmod(num_inference_steps, num_blocks)
-        block_steps = [base_steps + (1 if b < extra_steps else 0) for b in range(num_blocks)]
-        total_steps = sum(block_steps) + num_blocks * scheduler.num_loop_steps
+        return _Blocks(block_length, [base_steps + (1 if b < extra_steps else 0) for b in range(num_blocks)])
 
-        # ----- sample -----
+    def _block_views(self, canvas: "_Canvas", block: int, block_length: int, cached: bool):
+        """How the steps of ``block`` read the sequence: ``(columns, window_view, model_window, out_index)``.
+
+        Uncached steps (and a cached block's first step) read the columns that hold this block in some row (a view, no
+        copy: the prompt and later blocks cost the sampler nothing). Later steps of a cached block read the tokens of
+        the block (``kv_cache="dual"``) or of the block and what follows (``"prefix"``), at their own positions in each
+        row, and the model runs the window that predicts them (``window_view`` and the rest are `None` without a
+        cache).
+        """
+        lengths = canvas.lengths if not canvas.infill else [0]
+        columns = _ColumnView(block * block_length + min(lengths), (block + 1) * block_length + max(lengths))
+        if not cached:
+            return columns, None, None, None
+        width = block_length if self.scheduler.config.kv_cache == "dual" else canvas.gen_total - block * block_length
+        starts = canvas.lengths_t.to(canvas.x.device) * (not canvas.infill) + block * block_length
+        token_positions = starts[:, None] + torch.arange(width, device=canvas.x.device)
+        model_window, out_index = self._family().window_for(token_positions, canvas.seq_len)
+        return columns, _GatherView(token_positions), model_window, out_index
+
+    def _denoise(self, canvas: "_Canvas", blocks: "_Blocks", mask_id: int, eos_token_id: Optional[int],
+                 cfg_scale: float, generator: Optional[torch.Generator], hooks: "_StepHooks") -> "_DenoisingState":
+        """The denoising loop: the blocks in order, each for its planned steps (fewer when it finishes early)."""
         cache = self._block_cache()
-        token_confidence = torch.zeros(x.shape, device=device)
-        num_remasked = torch.zeros(batch_size, dtype=torch.long, device=device)
-        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        row_nfe = torch.zeros(batch_size, dtype=torch.long, device=device)
-        use_eos = eos_early_stop and eos_token_id is not None
-        history: Optional[List[Dict[str, Any]]] = [] if return_history else None
-        nfe = 0
-        tokens_processed = 0
-        global_step = 0
+        state = _DenoisingState.start(canvas, hooks.return_history)
         progress_config = dict(getattr(self, "_progress_bar_config", {}) or {})
-        if show_progress is not None:
-            progress_config["disable"] = not show_progress
+        if hooks.show_progress is not None:
+            progress_config["disable"] = not hooks.show_progress
+        total_steps = sum(blocks.steps) + len(blocks.steps) * self.scheduler.num_loop_steps
         progress = tqdm(total=total_steps, **progress_config)
-        stopped = False
-        for block in range(num_blocks):
-            scheduler.set_timesteps(block_steps[block], device=device)
-            block_mask = generated & (block_of == block)
-            # The step only reads the columns that hold this block in some row (a view, no copy): the prompt
-            # and later blocks cost the sampler nothing.
-            lo = block * block_length + min(lengths) * (not infill)
-            hi = (block + 1) * block_length + max(lengths) * (not infill)
-            columns = _ColumnView(lo, hi)
-            window_view = model_window = out_index = None
-            if cache is not None:
-                # Later steps of the block read the tokens of the block (dual) or of the block and what follows
-                # (prefix), at their own positions in each row; the model runs the window that predicts them.
-                width = block_length if scheduler.config.kv_cache == "dual" else gen_total - block * block_length
-                starts = lengths_t.to(device) * (not infill) + block * block_length
-                token_positions = starts[:, None] + torch.arange(width, device=device)
-                window_view = _GatherView(token_positions)
-                model_window, out_index = family.window_for(token_positions, seq_len)
-            block_done = torch.zeros(batch_size, dtype=torch.bool, device=device)
-            for timestep in range(len(scheduler.timesteps)):
-                view = columns if window_view is None or timestep == 0 else window_view
-                frozen = block_done | finished if use_eos else block_done
-                logits, quality_logits, forwards, tokens = self._sampling_forward(
-                    x, model_attention, condition, mask_id, cfg_scale, cache=cache,
-                    window=None if view is columns else model_window,
-                )
-                nfe += forwards
-                tokens_processed += tokens
-                row_nfe += forwards * (~frozen).long()
-                if view is columns:
-                    logits, quality_logits = view.read(logits), None if quality_logits is None else view.read(quality_logits)
-                else:  # the window's outputs that describe its tokens (one position earlier for a shifted family)
-                    logits = logits.gather(1, out_index[..., None].expand(-1, -1, logits.shape[-1]))
-                    quality_logits = None if quality_logits is None else quality_logits.gather(1, out_index)
-                current, in_block = view.read(x), view.read(block_mask)
-                if scheduler.config.quality_threshold is not None:
-                    # The forward just run scored the current tokens: a row whose block is full and good enough is done.
-                    block_done |= scheduler.blocks_done(current, in_block, mask_id, quality_logits)
-                    frozen = block_done | finished if use_eos else block_done
-                    if bool(frozen.all()):
-                        progress.update(len(scheduler.timesteps) - timestep)
-                        break
-                step_output = scheduler.step(
-                    logits,
-                    timestep,
-                    current,
-                    mask_token_id=mask_id,
-                    quality_logits=quality_logits,
-                    maskable=in_block & ~frozen[:, None],
-                    token_confidence=view.read(token_confidence),
-                    generator=generator,
-                )
-                sample = view.write(x, step_output.prev_sample)
-                token_confidence = view.write(token_confidence, step_output.token_confidence)
-                num_remasked += step_output.num_remasked
-                if history is not None or callback_on_step_end is not None:
-                    unmasked = view.write(torch.zeros(x.shape, dtype=torch.bool, device=device), step_output.unmasked)
-                    remasked = view.write(torch.zeros(x.shape, dtype=torch.bool, device=device), step_output.remasked)
-                if history is not None:
-                    step_quality = None
-                    if quality_logits is not None:
-                        step_quality = view.write(torch.full(x.shape, float("nan"), device=device), torch.sigmoid(quality_logits.float()))
-                    history.append(
-                        {
-                            "block": block,
-                            "step": timestep,
-                            "sample": sample.cpu(),
-                            "unmasked": unmasked.cpu(),
-                            "remasked": remasked.cpu(),
-                            "quality": None if step_quality is None else step_quality.cpu(),
-                        }
-                    )
-                if callback_on_step_end is not None:
-                    available = {
-                        "sample": sample, "unmasked": unmasked, "remasked": remasked, "quality_logits": quality_logits,
-                        "logits": logits, "token_confidence": token_confidence,
-                    }
-                    callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, global_step, timestep, callback_kwargs) or {}
-                    sample = callback_outputs.pop("sample", sample)
-                x = sample
-                global_step += 1
-                progress.update(1)
-                if use_eos:
-                    finished = finished | self._finished_rows(x, generated, gen_pos, mask_id, eos_token_id)
-                    if bool(finished.all()):
-                        stopped = True
-                        break
-                if scheduler.is_adaptive and scheduler.config.quality_threshold is None:
-                    block_done |= ~((x == mask_id) & block_mask).any(-1)  # parallel decoding: a full block is done
-                    if bool((block_done | finished).all()):
-                        progress.update(len(scheduler.timesteps) - timestep - 1)
-                        break
-            if stopped:
+        for block, steps in enumerate(blocks.steps):
+            self.scheduler.set_timesteps(steps, device=canvas.x.device)
+            self._denoise_block(state, canvas, block, blocks.block_length, cache, mask_id, eos_token_id, cfg_scale,
+                                generator, hooks, progress)
+            if state.stopped:
                 break
         progress.close()
+        return state
 
-        if use_eos:
-            x = self._fill_after_eos(x, generated, gen_pos, mask_id, eos_token_id, finished)
+    def _denoise_block(self, state: "_DenoisingState", canvas: "_Canvas", block: int, block_length: int, cache: Any,
+                       mask_id: int, eos_token_id: Optional[int], cfg_scale: float,
+                       generator: Optional[torch.Generator], hooks: "_StepHooks", progress) -> None:
+        """The steps of one block; a block ends early when every row is done (parallel or quality-guided decoding)
+        and the run stops when every row has finished at its EOS (``eos_token_id`` is `None` without early stop)."""
+        scheduler = self.scheduler
+        block_mask = canvas.generated & (canvas.block_of(block_length) == block)
+        columns, window_view, model_window, out_index = self._block_views(canvas, block, block_length, cache is not None)
+        block_done = torch.zeros_like(state.finished)
+        num_steps = len(scheduler.timesteps)
+        for timestep in range(num_steps):
+            view = columns if window_view is None or timestep == 0 else window_view
+            frozen = block_done | state.finished if eos_token_id is not None else block_done
+            logits, quality_logits = self._read_forward(state, canvas, view, frozen, mask_id, cfg_scale, cache,
+                                                        None if view is columns else model_window, out_index)
+            current, in_block = view.read(state.x), view.read(block_mask)
+            if scheduler.config.quality_threshold is not None:
+                # The forward just run scored the current tokens: a row whose block is full and good enough is done.
+                block_done |= scheduler.blocks_done(current, in_block, mask_id, quality_logits)
+                frozen = block_done | state.finished if eos_token_id is not None else block_done
+                if bool(frozen.all()):
+                    progress.update(num_steps - timestep)
+                    return
+            step_output = scheduler.step(
+                logits, timestep, current, mask_token_id=mask_id, quality_logits=quality_logits,
+                maskable=in_block & ~frozen[:, None], token_confidence=view.read(state.token_confidence),
+                generator=generator,
+            )
+            self._apply_step(state, view, step_output, logits, quality_logits, block, timestep, hooks)
+            progress.update(1)
+            if eos_token_id is not None:
+                state.finished = state.finished | self._finished_rows(state.x, canvas.generated, canvas.gen_pos, mask_id,
+                                                                      eos_token_id)
+                if bool(state.finished.all()):
+                    state.stopped = True
+                    return
+            if scheduler.is_adaptive and scheduler.config.quality_threshold is None:
+                block_done |= ~((state.x == mask_id) & block_mask).any(-1)  # parallel decoding: a full block is done
+                if bool((block_done | state.finished).all()):
+                    progress.update(num_steps - timestep - 1)
+                    return
+
+    def _read_forward(self, state: "_DenoisingState", canvas: "_Canvas", view, frozen: torch.Tensor, mask_id: int,
+                      cfg_scale: float, cache: Any, model_window: Optional[torch.Tensor],
+                      out_index: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Run the step's forward and return the logits and quality logits of the positions ``view`` reads; count
+        the forwards (per row while it is not frozen) and the tokens processed."""
+        logits, quality_logits, forwards, tokens = self.guided_forward(
+            state.x, canvas.model_attention, canvas.condition, mask_id, cfg_scale, cache=cache, window=model_window)
+        state.nfe += forwards
+        state.tokens_processed += tokens
+        state.row_nfe += forwards * (~frozen).long()
+        if model_window is None:
+            return view.read(logits), None if quality_logits is None else view.read(quality_logits)
+        # the window's outputs that describe its tokens (one position earlier for a shifted family)
+        logits = logits.gather(1, out_index[..., None].expand(-1, -1, logits.shape[-1]))
+        return logits, None if quality_logits is None else quality_logits.gather(1, out_index)
+
+    def _apply_step(self, state: "_DenoisingState", view, step_output, logits: torch.Tensor,
+                    quality_logits: Optional[torch.Tensor], block: int, timestep: int, hooks: "_StepHooks") -> None:
+        """Write the step's tokens back into the whole sequence; record the history and run the callback."""
+        sample = view.write(state.x, step_output.prev_sample)
+        state.token_confidence = view.write(state.token_confidence, step_output.token_confidence)
+        state.num_remasked += step_output.num_remasked
+        if state.history is not None or hooks.callback is not None:
+            shape, device = state.x.shape, state.x.device
+            unmasked = view.write(torch.zeros(shape, dtype=torch.bool, device=device), step_output.unmasked)
+            remasked = view.write(torch.zeros(shape, dtype=torch.bool, device=device), step_output.remasked)
+        if state.history is not None:
+            step_quality = None
+            if quality_logits is not None:
+                step_quality = view.write(torch.full(shape, float("nan"), device=device),
+                                          torch.sigmoid(quality_logits.float())).cpu()
+            state.history.append({"block": block, "step": timestep, "sample": sample.cpu(), "unmasked": unmasked.cpu(),
+                                  "remasked": remasked.cpu(), "quality": step_quality})
+        if hooks.callback is not None:
+            available = {"sample": sample, "unmasked": unmasked, "remasked": remasked, "quality_logits": quality_logits,
+                         "logits": logits, "token_confidence": state.token_confidence}
+            callback_kwargs = {k: available[k] for k in hooks.tensor_inputs}
+            callback_outputs = hooks.callback(self, state.global_step, timestep, callback_kwargs) or {}
+            sample = callback_outputs.pop("sample", sample)
+        state.x = sample
+        state.global_step += 1
+
+    def _decode_outputs(self, canvas: "_Canvas", state: "_DenoisingState", eos_token_id: Optional[int],
+                        return_quality: bool, output_type: str, return_dict: bool):
+        """Fill after EOS, score the final tokens' quality (one more forward), cut each row's generation out of the
+        canvas and decode it."""
+        x = state.x
+        if eos_token_id is not None:
+            x = self._fill_after_eos(x, canvas.generated, canvas.gen_pos, canvas.mask_id, eos_token_id, state.finished)
         quality = None
         if return_quality and self.has_quality_head:
-            _, final_quality_logits = self._forward(x, model_attention, quality_only=True)
-            nfe += 1
-            tokens_processed += x.numel()
-            row_nfe += 1
+            _, final_quality_logits = self.model_forward(x, canvas.model_attention, quality_only=True)
+            state.nfe += 1
+            state.tokens_processed += x.numel()
+            state.row_nfe += 1
             quality = torch.sigmoid(final_quality_logits.float())
-
-        # ----- outputs -----
-        if infill:
-            sequences = x
-        else:
-            index = lengths_t.to(device)[:, None] + torch.arange(gen_length, device=device)[None, :]
+        sequences = x
+        if not canvas.infill:
+            index = canvas.lengths_t.to(x.device)[:, None] + torch.arange(canvas.gen_length, device=x.device)[None, :]
             sequences = x.gather(1, index)
             quality = None if quality is None else quality.gather(1, index)
         texts = None
@@ -817,10 +824,10 @@ class PrismPipeline(DiffusionPipeline):
             texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return sequences, quality, nfe, num_remasked, texts
+            return sequences, quality, state.nfe, state.num_remasked, texts
         return PrismPipelineOutput(
-            sequences=sequences, quality=quality, nfe=nfe, num_remasked=num_remasked, texts=texts, history=history,
-            nfe_per_row=row_nfe, tokens_processed=tokens_processed,
+            sequences=sequences, quality=quality, nfe=state.nfe, num_remasked=state.num_remasked, texts=texts,
+            history=state.history, nfe_per_row=state.row_nfe, tokens_processed=state.tokens_processed,
         )
 
     # ----- helpers -------------------------------------------------------------------------------------------
@@ -928,3 +935,84 @@ class _GatherView:
 
     def write(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         return full.scatter(1, self.positions, part.to(full.dtype))
+
+
+@dataclass
+class _Canvas:
+    """The batch laid out for sampling, on the model's device (see [`PrismPipeline`]'s layout)."""
+
+    x: torch.Tensor  # (B, S) tokens, the generated positions masked
+    valid: torch.Tensor  # (B, S) real tokens (not padding)
+    generated: torch.Tensor  # (B, S) the positions to generate
+    gen_pos: torch.Tensor  # (B, S) position within each row's generation (negative in the prompt)
+    lengths: List[int]  # prompt lengths ([sequence length] when infilling)
+    lengths_t: torch.Tensor  # (B,) prompt lengths on CPU (zeros when infilling)
+    gen_length: int  # 0 when infilling
+    mask_id: int
+    model_attention: Optional[torch.Tensor]  # the padding mask the model gets (None without padding)
+    condition: torch.Tensor  # (B, S) prompt / given tokens: what classifier-free guidance masks
+
+    @classmethod
+    def on(cls, device, *, x, valid, generated, gen_pos, lengths, gen_length, mask_id) -> "_Canvas":
+        lengths_t = torch.zeros(x.shape[0], dtype=torch.long) if gen_length == 0 else torch.tensor(lengths)
+        x, valid, generated, gen_pos = x.to(device), valid.to(device), generated.to(device), gen_pos.to(device)
+        return cls(x=x, valid=valid, generated=generated, gen_pos=gen_pos, lengths=lengths, lengths_t=lengths_t,
+                   gen_length=gen_length, mask_id=mask_id, model_attention=None if bool(valid.all()) else valid.long(),
+                   condition=valid & ~generated)
+
+    @property
+    def infill(self) -> bool:
+        return self.gen_length == 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def gen_total(self) -> int:
+        """Generated positions per row: ``gen_length``, or the sequence length when infilling."""
+        return self.seq_len if self.infill else self.gen_length
+
+    def block_of(self, block_length: int) -> torch.Tensor:
+        """`(B, S)`: the block each position belongs to."""
+        return torch.div(self.gen_pos.clamp(min=0), block_length, rounding_mode="floor")
+
+
+class _Blocks(NamedTuple):
+    block_length: int
+    steps: List[int]  # schedule steps of each block
+
+
+class _StepHooks(NamedTuple):
+    show_progress: Optional[bool]
+    return_history: bool
+    callback: Any
+    tensor_inputs: List[str]
+
+
+@dataclass
+class _DenoisingState:
+    """What the denoising loop carries from step to step."""
+
+    x: torch.Tensor
+    token_confidence: torch.Tensor
+    num_remasked: torch.Tensor
+    finished: torch.Tensor
+    row_nfe: torch.Tensor
+    history: Optional[List[Dict[str, Any]]]
+    nfe: int = 0
+    tokens_processed: int = 0
+    global_step: int = 0
+    stopped: bool = False
+
+    @classmethod
+    def start(cls, canvas: _Canvas, return_history: bool) -> "_DenoisingState":
+        device, rows = canvas.x.device, canvas.batch_size
+        return cls(x=canvas.x, token_confidence=torch.zeros(canvas.x.shape, device=device),
+                   num_remasked=torch.zeros(rows, dtype=torch.long, device=device),
+                   finished=torch.zeros(rows, dtype=torch.bool, device=device),
+                   row_nfe=torch.zeros(rows, dtype=torch.long, device=device), history=[] if return_history else None)
