@@ -82,3 +82,24 @@ def test_scheduler_config_and_a_greedy_run_of_the_previous_release():
     result = pipe(input_ids=torch.tensor([[5, 9, 12]]), gen_length=8, num_inference_steps=8, block_length=4,
                   output_type="seq", show_progress=False)
     assert result.sequences.tolist() == EXPECTED["pipeline"]["sequences"]
+
+
+def test_registries_keep_the_dict_api_of_the_previous_release_with_a_warning():
+    from prism_hf.modeling.heads import HEAD_REGISTRY, LinearQualityHead
+    from prism_hf.utils.registry import Registry
+
+    registry = Registry("widget", "widget")
+    registry.register("a", 1)
+    with pytest.warns(FutureWarning, match=r"\.pop\(name\)` is deprecated"):
+        assert registry.pop("a") == 1
+    assert "a" not in registry
+    with pytest.warns(FutureWarning):
+        assert registry.pop("a", None) is None
+    with pytest.warns(FutureWarning), pytest.raises(KeyError):
+        registry.pop("a")
+    with pytest.warns(FutureWarning, match="Assigning into the widget registry is deprecated"):
+        registry["b"] = 2
+    assert registry["b"] == 2
+    with pytest.raises(ValueError, match=r"widget='c' is not a known widget; valid names: \['b'\]"):
+        registry.lookup("c")
+    assert HEAD_REGISTRY["linear"] is LinearQualityHead and isinstance(HEAD_REGISTRY, Registry)

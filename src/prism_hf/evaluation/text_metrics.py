@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modeling.families import max_length_of
+
 __all__ = [
     "DEFAULT_EVAL_MODEL",
     "GenerativePerplexityOutput",
@@ -58,15 +60,6 @@ ModelOrName = Union[str, os.PathLike, nn.Module]
 def _model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def _context_length(model: nn.Module) -> Optional[int]:
-    config = getattr(model, "config", None)
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def _vocab_size(model: nn.Module) -> int:
@@ -319,7 +312,7 @@ def generative_perplexity(
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length={max_length!r} must be an integer >= 2 (one context token plus one scored token) or None.")
     model, tokenizer = load_causal_lm(eval_model, eval_tokenizer, device=device, trust_remote_code=trust_remote_code)
-    window = context_length or _context_length(model) or 1024
+    window = context_length or max_length_of(model) or 1024
     if not isinstance(window, int) or window < 2:
         raise ValueError(f"context_length={context_length!r} must be an integer >= 2.")
     model_device = _model_device(model)
@@ -470,7 +463,7 @@ def text_features(
         raise ValueError(f"model is a loaded {type(model).__name__} but no tokenizer was given; pass its tokenizer.")
     model.eval()
     model_device = _model_device(model)
-    max_length = min(max_length, _context_length(model) or max_length)
+    max_length = min(max_length, max_length_of(model) or max_length)
     rows = _tokenize(tokenizer, texts, max_length)
     empty = [i for i, row in enumerate(rows) if not row]
     if empty:

@@ -28,7 +28,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from ..utils.registry import Registry
-from .heads import _DictLikeRegistry
 
 __all__ = [
     "BackboneFamily",
@@ -228,7 +227,7 @@ class BackboneFamily:
 
 
 #: ``model_type`` -> [`BackboneFamily`]. Read-only: add a family with [`register_family`].
-FAMILY_REGISTRY: Registry = _DictLikeRegistry(
+FAMILY_REGISTRY: Registry = Registry(
     "backbone family", "model_type", error_cls=UnknownFamilyError,
     how_to_add="Register yours with `prism_hf.register_family(BackboneFamily(...))`.",
 )

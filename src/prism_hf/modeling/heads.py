@@ -7,12 +7,11 @@ to its constructor.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Type
+from typing import Callable, Optional, Type
 
 import torch
 from torch import nn
 
-from ..utils.deprecation import warn_deprecated
 from ..utils.registry import Registry
 
 __all__ = [
@@ -25,17 +24,8 @@ __all__ = [
     "HEAD_REGISTRY",
 ]
 
-class _DictLikeRegistry(Registry):
-    """A [`~prism_hf.utils.registry.Registry`] that still answers ``pop``, as the plain dicts of the previous release did
-    (deprecated: use ``unregister``). The model core's registries (heads, backbone families) are of this class."""
-
-    def pop(self, name: str, *default: Any) -> Any:
-        warn_deprecated(f"{self.kind} registry .pop(name)", ".unregister(name)", f"the {self.kind} registry")
-        return self.unregister(name) if name in self else (default[0] if default else self[name])
-
-
 #: Head type name -> [`QualityHead`] subclass. Read-only: add one with [`register_head`].
-HEAD_REGISTRY: Registry = _DictLikeRegistry(
+HEAD_REGISTRY: Registry = Registry(
     "quality head", "head_type",
     how_to_add="Add one with `@prism_hf.modeling.heads.register_head('name')` on a `QualityHead` subclass.",
     on_register=lambda name, cls: setattr(cls, "head_type", name),

@@ -79,6 +79,18 @@ class Registry(Mapping[str, T], Generic[T]):
 
         return register
 
+    def pop(self, name: str, *default: Any) -> T:
+        """Deprecated dict API of the previous release's registries: remove ``name`` and return its entry (or
+        ``default``; a missing name without one raises `KeyError`). Use [`unregister`]."""
+        from .deprecation import warn_deprecated
+
+        warn_deprecated(f"{self.kind} registry .pop(name)", ".unregister(name)", f"the {self.kind} registry")
+        if name in self._entries:
+            return self._entries.pop(name)
+        if default:
+            return default[0]
+        raise KeyError(name)
+
     def unregister(self, name: str) -> Optional[T]:
         """Remove ``name`` (tests and plug-ins that clean up after themselves); returns what was there."""
         return self._entries.pop(name, None)
