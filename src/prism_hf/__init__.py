@@ -4,9 +4,13 @@ from transformers import AutoConfig, AutoModel
 
 from .modeling.configuration_prism import PRISM_FORMAT_VERSION, PrismConfig
 from .modeling.families import (
+    FAMILY_REGISTRY,
     BackboneFamily,
     UnknownFamilyError,
+    aligned_logits,
     get_family,
+    mask_token_id_for,
+    max_length_of,
     register_family,
     registered_families,
     replace_family,
@@ -65,6 +69,10 @@ __all__ = [
     "registered_families",
     "replace_family",
     "get_family",
+    "FAMILY_REGISTRY",
+    "mask_token_id_for",
+    "aligned_logits",
+    "max_length_of",
     "QualityHead",
     "register_head",
     "HEAD_REGISTRY",
