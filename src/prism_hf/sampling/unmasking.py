@@ -19,11 +19,10 @@ Scores are only compared inside a row and only among masked positions, so their 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Type
+from typing import Callable, Optional, Type
 
 import torch
 
-from ..utils.deprecation import warn_deprecated
 from ..utils.registry import Registry
 
 __all__ = [
@@ -45,25 +44,12 @@ UNMASK_SCHEDULES = ("ceil", "llada")
 
 
 class RuleRegistry(Registry):
-    """The [`~prism_hf.utils.registry.Registry`] of sampling rules (unmasking and remasking rules, remask schedules).
-
-    It stamps each registered class with its ``name`` and still answers ``pop``, as the plain dicts of the previous
-    release did (deprecated: use ``unregister``).
-    """
+    """The [`~prism_hf.utils.registry.Registry`] of sampling rules (unmasking and remasking rules, remask schedules):
+    it stamps each registered class with its ``name`` and says which decorator adds one."""
 
     def __init__(self, kind: str, argument: str, decorator_path: str):
         super().__init__(kind, argument, how_to_add=f"Add one with `@{decorator_path}('name')`.",
                          on_register=lambda name, cls: setattr(cls, "name", name))
-
-    def pop(self, name: str, *default: Any) -> Any:
-        """Deprecated dict API: remove ``name`` and return its entry (or ``default``)."""
-        warn_deprecated(f"{self.argument} registry .pop(name)", f"{self.argument} registry .unregister(name)",
-                        f"the {self.kind} registry")
-        if name not in self and default:
-            return default[0]
-        if name not in self:
-            raise KeyError(name)
-        return self.unregister(name)
 
 
 UNMASKING_RULES: Registry = RuleRegistry("unmasking rule", "unmasking",
