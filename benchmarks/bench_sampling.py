@@ -231,10 +231,10 @@ def main() -> Dict[str, float]:
     step = args.steps // 2
     scheduler = ours_small.scheduler
     scheduler.set_timesteps(args.steps)
-    fixed = torch.zeros_like(small_seq, dtype=torch.bool)
-    fixed[:, : args.prompt_length] = True
+    maskable = torch.ones_like(small_seq, dtype=torch.bool)
+    maskable[:, : args.prompt_length] = False
     ours_step = lambda: scheduler.step(out.logits, step, small_seq, mask_token_id=mask_id,  # noqa: E731
-                                       quality_logits=out.quality_logits, fixed_mask=fixed)
+                                       quality_logits=out.quality_logits, maskable=maskable)
     naive_step = lambda: naive_step_only(out.logits, torch.sigmoid(out.quality_logits), small_seq,  # noqa: E731
                                          args.prompt_length, args.gen_length, step, args.steps, args.num_remask, mask_id)
     t_ours_step = t_naive_step = float("inf")

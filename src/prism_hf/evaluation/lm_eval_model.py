@@ -51,7 +51,8 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
 
 from ..modeling.configuration_prism import PrismConfig
 from ..modeling.families import registered_families
-from ..modeling.modeling_prism import PrismForMaskedDiffusion, _as_torch_dtype, _load_backbone
+from ..modeling.checkpointing import as_torch_dtype, load_backbone
+from ..modeling.modeling_prism import PrismForMaskedDiffusion
 from ..sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
 from ..sampling.remasking import quality_head_error
 from ..sampling.scheduling_prism import PrismScheduler
@@ -454,7 +455,7 @@ class PrismLM(TemplateLM):
         _check_sampler_kwargs(sampler_kwargs)
         if pretrained is None:
             raise ValueError("pretrained=None: pass --model_args pretrained=<PRISM checkpoint or backbone path / Hub id>.")
-        torch_dtype = _as_torch_dtype(dtype)  # raises for a bad dtype, naming the valid ones
+        torch_dtype = as_torch_dtype(dtype)  # raises for a bad dtype, naming the valid ones
         self.batch_size_per_gpu = _positive_int("batch_size", batch_size)
         self.mc_num = _positive_int("mc_num", mc_num)
         max_length = None if max_length is None else _positive_int("max_length", max_length)
@@ -846,7 +847,7 @@ def _load_model(pretrained, backbone, trust_remote_code, torch_dtype) -> Tuple[n
     if model_type in families:
         if backbone is not None:
             raise ValueError(f"backbone={backbone!r} applies to PRISM checkpoints; pretrained={name!r} is a plain backbone.")
-        return _load_backbone(name, trust_remote_code=bool(trust_remote_code), dtype=dtype).eval(), name
+        return load_backbone(name, trust_remote_code=bool(trust_remote_code), dtype=dtype).eval(), name
     raise ValueError(
         f"pretrained={name!r} is neither a PRISM checkpoint nor a backbone of a registered family: its model_type is "
         f"{model_type!r}; valid: 'prism' (a PRISM checkpoint) or a registered backbone model_type {families}. Register "
