@@ -105,7 +105,7 @@ def test_finetune_takes_recipe_overrides(demo_dir, tmp_path, monkeypatch):
     assert recipe["num_proposals"] == 2 and recipe["head"] == "linear" and recipe["finetune_steps"] == 1
     assert recipe["proposal_temperature"] == 2.5
     args = seen["args"]
-    assert (args.num_proposals, args.proposal_temperature, args.num_update_tokens, args.mdm_loss_weight) == (2, 2.5, 8, 5.0)
+    assert (args.num_proposals, args.proposal_temperature, args.num_update_tokens, args.mdm_loss_weight) == (2, 2.5, 12, 5.0)
     assert json.loads((out / "config.json").read_text())["head_type"] == "linear"
 
 

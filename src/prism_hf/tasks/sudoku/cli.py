@@ -139,7 +139,7 @@ def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> 
         group.add_argument("--finetune-steps", type=int, default=None)
         group.add_argument("--finetune-batch-size", type=int, default=None)
         group.add_argument("--finetune-learning-rate", type=float, default=None)
-        group.add_argument("--num-update-tokens", type=int, default=None, help="k of the PRISM loss (demo: 8; the paper's Sudoku recipe: 4).")
+        group.add_argument("--num-update-tokens", type=int, default=None, help="k of the PRISM loss (demo: 12; the paper's Sudoku recipe: 4).")
         group.add_argument("--num-proposals", type=int, default=None, help="n_y: proposals per masked grid (Sudoku: 1).")
         group.add_argument("--proposal-temperature", type=float, default=None,
                            help="Temperature of the proposal draws of the PRISM loss (0 = greedy).")
