@@ -14,6 +14,7 @@ from prism_hf.tasks.sudoku.cli import auto_num_threads
      (16, 13.0, 2)],
 )
 def test_auto_threads_count_idle_cpus(monkeypatch, cpus, load, expected):
+    monkeypatch.setattr(sudoku_cli, "_busy_cpus", lambda: None)  # no /proc/stat: the load average decides
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load), raising=False)
     assert auto_num_threads() == expected
@@ -23,9 +24,37 @@ def test_auto_threads_without_a_load_average(monkeypatch):
     def no_load():
         raise OSError("no load average here")
 
+    monkeypatch.setattr(sudoku_cli, "_busy_cpus", lambda: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(os, "getloadavg", no_load, raising=False)
     assert auto_num_threads() == 2
+
+
+@pytest.mark.parametrize("busy_ticks,expected", [(0, 2), (40, 2), (60, 1), (100, 1), (200, 1)])
+def test_busy_cpus_now_win_over_the_load_average(tmp_path, monkeypatch, busy_ticks, expected):
+    """Two reads of /proc/stat half a second apart: 200 ticks pass on 2 CPUs, ``busy_ticks`` of them busy. A high
+    load average (a job that just ended) changes nothing."""
+    import time
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1000 0 500 8000 100 0 0 0 0 0\ncpu0 1 2 3 4\n")
+
+    def sleep(seconds):
+        user = 1000 + busy_ticks
+        stat.write_text(f"cpu  {user} 0 500 {8000 + 200 - busy_ticks} 100 0 0 0 0 0\n")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    busy = sudoku_cli._busy_cpus(0.5, str(stat))
+    assert busy == pytest.approx(2 * busy_ticks / 200)
+    monkeypatch.setattr(sudoku_cli, "_busy_cpus", lambda: busy)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0), raising=False)
+    assert auto_num_threads() == expected
+
+
+def test_busy_cpus_without_proc_stat(tmp_path):
+    assert sudoku_cli._busy_cpus(0.0, str(tmp_path / "missing")) is None
 
 
 def test_num_threads_flag_takes_auto_or_a_count(tmp_path, capsys, monkeypatch):

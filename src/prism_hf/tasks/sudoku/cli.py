@@ -38,23 +38,43 @@ def _num_threads(text: str):
     return "auto" if text == "auto" else _num_threads_int(text)
 
 
+def _busy_cpus(interval: float = 0.5, stat_path: str = "/proc/stat") -> Optional[float]:
+    """CPUs busy right now, from two reads of ``/proc/stat`` ``interval`` seconds apart (Linux); `None` elsewhere."""
+    import time
+
+    def read():
+        with open(stat_path) as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+        return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields)  # idle + iowait, total
+
+    try:
+        idle0, total0 = read()
+        time.sleep(interval)
+        idle1, total1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
 def auto_num_threads(max_threads: int = 2) -> int:
     """torch threads for a Sudoku run: up to ``max_threads`` (2), no more than the CPUs this process may use that are
-    idle now (its CPU count minus the 1-minute load average, rounded), and at least 1.
+    idle now, and at least 1. "Idle now" is measured over half a second from ``/proc/stat`` (the load average, used
+    where that file is missing, still counts a job that ended a minute ago).
 
     With a model this small a second thread makes training about 1.45x faster on an idle 2-core machine (the demo
     recipe's fine-tuning: 0.30 against 0.44 s a step), more threads add little, and a thread that has to share its core
-    with another busy process makes the whole run several times slower (threads wait on each other): hence the load
-    average.
+    with another busy process makes the whole run several times slower (threads wait on each other).
     """
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        load = 0.0
-    return max(1, min(max_threads, int(cpus - load + 0.5)))
+    busy = _busy_cpus()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on every platform
+            busy = 0.0
+    return max(1, min(max_threads, int(cpus - busy + 0.5)))
 
 
 def _method_name(text: str) -> str:
