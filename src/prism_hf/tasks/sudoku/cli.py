@@ -146,7 +146,7 @@ def _default_cache_dir(output: str) -> str:
 def _add_recipe_args(parser: argparse.ArgumentParser, training: bool = True) -> None:
     group = parser.add_argument_group("recipe (defaults from --recipe)")
     group.add_argument("--recipe", default="demo", choices=["demo", "paper", "tiny"],
-                       help="Preset: demo (2-core CPU, ~11 min), paper (9x9, the paper's hyperparameters, GPU), tiny (tests).")
+                       help="Preset: demo (2-core CPU, about 10.5 min), paper (9x9, the paper's hyperparameters, GPU), tiny (tests).")
     group.add_argument("--size", type=int, default=None, help="Grid size n = a*b (4, 6, 9, ...).")
     group.add_argument("--box-rows", type=int, default=None, help="Rows per box (default: the most square box).")
     if training:
