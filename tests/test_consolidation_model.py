@@ -44,17 +44,19 @@ def test_mask_id_of_every_kind_of_model_and_config():
     assert mask_token_id_for(tiny_bert(), tokenizer=_Tokenizer(4)) == 4
 
 
-def test_mask_id_precedence_argument_then_config_then_family_rule_then_tokenizer():
+def test_mask_id_precedence_argument_then_config_then_tokenizer_then_family_rule():
     mdlm = tiny_mdlm()
     vocab = mdlm.config.vocab_size
     assert mask_token_id_for(mdlm, tokenizer=_Tokenizer(3), mask_token_id=9) == 9
-    assert mask_token_id_for(mdlm, tokenizer=_Tokenizer(3)) == vocab - 1  # family rule before the tokenizer
+    assert mask_token_id_for(mdlm, tokenizer=_Tokenizer(3)) == 3  # the tokenizer before the family rule (as in 0.1.0)
+    assert mask_token_id_for(mdlm) == vocab - 1  # the family rule when nothing else says
     mdlm.config.mask_token_id = 11
     assert mask_token_id_for(mdlm, tokenizer=_Tokenizer(3)) == 11  # what the config records before the rule
     # the older entry point answers the same, in the same order
     family = get_family("mdlm")
     assert resolve_mask_token_id(family, mdlm.config, tokenizer=_Tokenizer(3)) == 11
-    assert resolve_mask_token_id(family, tiny_mdlm().config, tokenizer=_Tokenizer(3)) == vocab - 1
+    assert resolve_mask_token_id(family, tiny_mdlm().config, tokenizer=_Tokenizer(3)) == 3
+    assert resolve_mask_token_id(family, tiny_mdlm().config) == vocab - 1
 
 
 def test_mask_id_through_peft_and_ddp_style_wrappers():

@@ -49,8 +49,9 @@ def test_mdm_trainer_trains_a_raw_mdlm_backbone(tmp_path):
 
 def test_mdm_trainer_mask_id_precedence_is_the_registrys(tmp_path):
     mdlm = tiny_mdlm()
-    # the family rule comes before the tokenizer; an explicit id before both
-    assert MDMTrainer(mdlm, _plain_args(tmp_path), train_dataset=_dataset(), processing_class=_Tokenizer()).mask_token_id == 64
+    # the tokenizer comes before the family rule (0.1.0's order); an explicit id before both
+    assert MDMTrainer(mdlm, _plain_args(tmp_path), train_dataset=_dataset(), processing_class=_Tokenizer()).mask_token_id == 3
+    assert MDMTrainer(mdlm, _plain_args(tmp_path), train_dataset=_dataset()).mask_token_id == 64
     assert MDMTrainer(mdlm, _plain_args(tmp_path), train_dataset=_dataset(), mask_token_id=7).mask_token_id == 7
     with pytest.raises(ValueError, match=r"mask_token_id=65 \(from argument mask_token_id\) is outside the vocabulary"):
         MDMTrainer(mdlm, _plain_args(tmp_path), train_dataset=_dataset(), mask_token_id=65)

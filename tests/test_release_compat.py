@@ -103,3 +103,64 @@ def test_registries_keep_the_dict_api_of_the_previous_release_with_a_warning():
     with pytest.raises(ValueError, match=r"widget='c' is not a known widget; valid names: \['b'\]"):
         registry.lookup("c")
     assert HEAD_REGISTRY["linear"] is LinearQualityHead and isinstance(HEAD_REGISTRY, Registry)
+
+
+def test_registries_answer_the_rest_of_the_dict_api_with_a_warning():
+    from prism_hf.utils.registry import Registry
+
+    registry = Registry("widget", "widget")
+    registry.register("a", 1)
+    assert registry.copy() == {"a": 1} and isinstance(registry.copy(), dict)
+    with pytest.warns(FutureWarning, match=r"\.update\(\.\.\.\)` is deprecated"):
+        registry.update({"b": 2}, c=3)
+    with pytest.warns(FutureWarning, match=r"setdefault"):
+        assert registry.setdefault("a", 9) == 1 and registry.setdefault("d", 4) == 4
+    with pytest.warns(FutureWarning, match=r"del registry\[name\]"):
+        del registry["b"]
+    assert dict(registry) == {"a": 1, "c": 3, "d": 4}
+
+
+def test_private_pipeline_names_of_the_previous_release_warn_and_answer():
+    from prism_hf import PrismForMaskedDiffusion, PrismPipeline, PrismScheduler
+
+    model = PrismForMaskedDiffusion.from_pretrained(FIXTURE / "llada-mlp").eval()
+    pipe = PrismPipeline(model=model, scheduler=PrismScheduler.from_pretrained(FIXTURE / "scheduler"))
+    ids = torch.tensor(EXPECTED["input_ids"])
+    with pytest.warns(FutureWarning, match=r"PrismPipeline\._forward` is deprecated"):
+        logits, quality = pipe._forward(ids, None)
+    expected_logits, expected_quality = pipe.model_forward(ids, None)
+    assert torch.equal(logits, expected_logits) and torch.equal(quality, expected_quality)
+    with pytest.warns(FutureWarning):
+        assert pipe._max_length() == pipe.max_length
+    with pytest.warns(FutureWarning):
+        assert pipe._takes_padding_mask() is pipe.takes_padding_mask is True
+
+
+def test_a_count_rule_declared_by_kind_still_runs_as_one():
+    """0.1.0 rules said ``kind = "count"`` on any RemaskingRule subclass; such a rule still remasks (with a warning)."""
+    from prism_hf import PrismScheduler
+    from prism_hf.sampling.remasking import REMASKING_RULES, CountRemaskingRule, RemaskingRule, register_remasking_rule
+
+    with pytest.warns(FutureWarning, match=r"`kind = 'count'` on a class that does not subclass CountRemaskingRule"):
+        @register_remasking_rule("test-kind-count")
+        class KindCount(RemaskingRule):
+            kind = "count"
+
+            def score(self, context):
+                return context.token_confidence
+
+    try:
+        assert issubclass(KindCount, CountRemaskingRule) and REMASKING_RULES["test-kind-count"] is KindCount
+        torch.manual_seed(0)
+        sample = torch.tensor([[5, 9, 12, 3, 47, 47, 47, 47]])
+        logits, confidence = torch.randn(1, 8, 48), torch.tensor([[0.9, 0.2, 0.7, 0.5, 0.0, 0.0, 0.0, 0.0]])
+        outs = {}
+        for name in ("test-kind-count", "confidence"):
+            scheduler = PrismScheduler(remasking=name, num_remask=1)
+            scheduler.set_timesteps(4)
+            outs[name] = scheduler.step(logits, 2, sample, mask_token_id=47, token_confidence=confidence)
+        assert int(outs["test-kind-count"].num_remasked.sum()) == 1  # 0.1.0 remasked here; a kind-only rule must too
+        assert torch.equal(outs["test-kind-count"].remasked, outs["confidence"].remasked)
+        assert bool(outs["test-kind-count"].remasked[0, 1])  # the lowest confidence (0.2) goes back to the mask
+    finally:
+        REMASKING_RULES.unregister("test-kind-count")

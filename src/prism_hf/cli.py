@@ -158,13 +158,22 @@ def build_parser(plugin_modules: Optional[Sequence[str]] = None) -> argparse.Arg
     before = set(subparsers.choices)
     for _, register in plugins:
         register(subparsers)
-    info.set_defaults(_plugin_commands=sorted(set(subparsers.choices) - before))
+    parser.task_commands = sorted(set(subparsers.choices) - before)
+    info.set_defaults(_plugin_commands=parser.task_commands)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``prism-hf`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first != "info" and not parser.task_commands:
+        # An unknown command while no task command is installed: most often a checkout updated past the release
+        # that moved task commands to entry points, without reinstalling.
+        parser.error(f"argument COMMAND: invalid choice: {first!r} (choose from 'info'). No task commands are "
+                     f"installed (entry-point group {ENTRY_POINT_GROUP!r} is empty): reinstall prism_hf "
+                     "(pip install -e .) so that its package metadata lists them.")
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -425,14 +425,15 @@ def mask_token_id_for(model_or_config: Any, tokenizer: Any = None, mask_token_id
     """The mask token id of a model, the one answer for the model, the trainers, the pipeline and the examples.
 
     Precedence: the explicit ``mask_token_id``, then what the model or config records (a PRISM model's
-    ``config.mask_token_id``, a backbone config's family attribute, e.g. ``mask_token_id``), then the family's
-    default rule (MDLM: the last vocabulary id), then the tokenizer's ``mask_token_id``. The result is checked
-    against the vocabulary.
+    ``config.mask_token_id``, a backbone config's family attribute, e.g. ``mask_token_id``), then the tokenizer's
+    ``mask_token_id``, then the family's default rule (MDLM: the last vocabulary id; the GPT-2 tokenizer has no mask
+    token). This is 0.1.0's order of ``resolve_mask_token_id`` and ``from_backbone``. The result is checked against
+    the vocabulary.
 
     Args:
         model_or_config: A [`PrismForMaskedDiffusion`], a raw backbone (LLaDA, Dream, MDLM, BERT, any model with a
             ``config``; PEFT and DDP wrappers too), or a config ([`PrismConfig`] or a backbone config).
-        tokenizer (*optional*): Its ``mask_token_id`` is the last resort.
+        tokenizer (*optional*): Its ``mask_token_id`` is used when the model records none.
         mask_token_id (`int`, *optional*): Wins over every other source.
 
     Returns:
@@ -452,7 +453,7 @@ def resolve_mask_token_id(
     family: BackboneFamily, config: Any, tokenizer: Any = None, mask_token_id: Optional[int] = None
 ) -> int:
     """The mask token id of a backbone ``config`` of ``family``, with [`mask_token_id_for`]'s precedence (explicit
-    argument, config, family rule, tokenizer). Kept for callers that hold a family and a config."""
+    argument, config, tokenizer, family rule). Kept for callers that hold a family and a config."""
     return _resolve_mask_token_id(family, _configs_of(config), tokenizer, mask_token_id, type(config).__name__)
 
 
@@ -465,11 +466,11 @@ def _resolve_mask_token_id(
         for key in dict.fromkeys((attr, "mask_token_id")):
             if found is None:
                 found, source = getattr(config, key, None), f"config `{key}` of {type(config).__name__}"
+    if found is None and tokenizer is not None:
+        found, source = getattr(tokenizer, "mask_token_id", None), "tokenizer `mask_token_id`"
     if found is None and family is not None and family.default_mask_token_id is not None:
         backbone_config = next((c for c in configs if getattr(c, "model_type", None) != "prism"), None)
         found, source = family.default_mask_token_id(backbone_config), f"family {family.name!r} rule"
-    if found is None and tokenizer is not None:
-        found, source = getattr(tokenizer, "mask_token_id", None), "tokenizer `mask_token_id`"
     if found is None:
         what = f"{family.name!r} backbone" if family is not None else f"{name} model"
         raise MaskTokenNotFoundError(

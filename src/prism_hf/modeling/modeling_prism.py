@@ -386,7 +386,7 @@ class PrismForMaskedDiffusion(PrismPreTrainedModel):
             backbone (`str`, `os.PathLike` or `PreTrainedModel`): A Hub id or local path (loaded with the
                 family's Auto class), or an already loaded model.
             mask_token_id (`int`, *optional*): Overrides the mask id found in the backbone config / tokenizer.
-                Otherwise the config's, then the family's rule (MDLM: the last vocabulary id), then the tokenizer's
+                Otherwise the config's, then the tokenizer's, then the family's rule (MDLM: the last vocabulary id)
                 ([`~prism_hf.modeling.families.mask_token_id_for`]).
             head_type (`str`, *optional*, defaults to `"mlp"`): Quality head type: ``"linear"``, ``"mlp"``,
                 ``"transformer"`` or a registered name. Its deprecated name ``head`` still works until prism_hf 0.3.0.

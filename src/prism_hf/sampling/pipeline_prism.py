@@ -39,6 +39,7 @@ from ..modeling.families import (
     max_length_of,
     vocab_size_of,
 )
+from ..utils.deprecation import warn_deprecated
 from .remasking import LLADA_REMASKING_NAMES, llada_remasking_hint, quality_head_error
 from .scheduling_prism import PrismScheduler
 
@@ -237,8 +238,8 @@ class PrismPipeline(DiffusionPipeline):
         return max_length_of(self.model)
 
     def resolve_mask_token_id(self, mask_token_id: Optional[int] = None) -> int:
-        """The mask id: the argument, else what the model records, else the backbone family's rule, else the
-        tokenizer's ([`~prism_hf.modeling.families.mask_token_id_for`])."""
+        """The mask id: the argument, else what the model records, else the tokenizer's, else the backbone family's
+        rule ([`~prism_hf.modeling.families.mask_token_id_for`])."""
         return mask_token_id_for(self.model, tokenizer=self.tokenizer, mask_token_id=mask_token_id)
 
     def _model_device(self) -> torch.device:
@@ -273,6 +274,23 @@ class PrismPipeline(DiffusionPipeline):
             extra["cache"] = cache
         output = self.model(input_ids, attention_mask=attention_mask, **extra)
         return output.logits, output.quality_logits
+
+    # ----- the private names of 0.1.0 (its `monte_carlo_loglikelihood` docstring told users to call `_forward`) -----
+    def _forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], quality_only: bool = False,
+                 cache: Any = None):
+        """Deprecated: [`model_forward`]."""
+        warn_deprecated("PrismPipeline._forward", "PrismPipeline.model_forward", "PrismPipeline")
+        return self.model_forward(input_ids, attention_mask, quality_only=quality_only, cache=cache)
+
+    def _max_length(self) -> Optional[int]:
+        """Deprecated: the [`max_length`] property."""
+        warn_deprecated("PrismPipeline._max_length()", "PrismPipeline.max_length", "PrismPipeline")
+        return self.max_length
+
+    def _takes_padding_mask(self) -> bool:
+        """Deprecated: the [`takes_padding_mask`] property."""
+        warn_deprecated("PrismPipeline._takes_padding_mask()", "PrismPipeline.takes_padding_mask", "PrismPipeline")
+        return self.takes_padding_mask
 
     def guided_forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], condition: torch.Tensor,
                        mask_token_id: int, cfg_scale: float, cache: Any = None,

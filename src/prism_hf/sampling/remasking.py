@@ -36,6 +36,7 @@ class OldestFirst(CountRemaskingRule):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, List, Optional, Type
 
@@ -84,8 +85,25 @@ REMASK_SCHEDULES: Registry = RuleRegistry("remask count schedule", "remask_sched
 
 
 def register_remasking_rule(name: str) -> Callable[[Type["RemaskingRule"]], Type["RemaskingRule"]]:
-    """Class decorator: make a [`RemaskingRule`] available as ``PrismScheduler(remasking=name)``."""
-    return REMASKING_RULES.decorator(name)
+    """Class decorator: make a [`RemaskingRule`] available as ``PrismScheduler(remasking=name)``.
+
+    In 0.1.0 a rule declared its family with ``kind = "count"`` / ``"probability"`` on any ``RemaskingRule`` subclass
+    and the scheduler branched on it. Such a class is still run as its family (registered as a subclass of
+    [`CountRemaskingRule`] / [`ProbabilityRemaskingRule`] too), with a `FutureWarning`; subclass the family instead.
+    """
+
+    def register(cls: Type["RemaskingRule"]) -> Type["RemaskingRule"]:
+        families = {"count": globals().get("CountRemaskingRule"), "probability": globals().get("ProbabilityRemaskingRule")}
+        family = families.get(getattr(cls, "kind", None))  # None while this module defines its own rules
+        if family is not None and isinstance(cls, type) and not issubclass(cls, family):
+            warnings.warn(f"remasking rule {name!r}: `kind = {cls.kind!r}` on a class that does not subclass "
+                          f"{family.__name__} is deprecated; it runs as one for now. Subclass {family.__name__} "
+                          "(prism_hf 0.3.0 will not read `kind`).", FutureWarning, stacklevel=2)
+            cls = type(cls.__name__, (cls, family), {"__module__": cls.__module__, "__doc__": cls.__doc__,
+                                                     "__qualname__": cls.__qualname__})
+        return REMASKING_RULES.register(name, cls)
+
+    return register
 
 
 def register_remask_schedule(name: str) -> Callable[[Type["RemaskSchedule"]], Type["RemaskSchedule"]]:

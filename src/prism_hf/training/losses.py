@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..evaluation.classification import binary_auroc  # noqa: F401  (re-exported: the trainer's metric)
 from ..utils.deprecation import rename_kwarg
-from ..utils.token_sampling import sample_tokens
+from ..utils.token_sampling import sample_tokens, top_p_filter  # noqa: F401  (top_p_filter: importable here as in 0.1.0)
 
 __all__ = [
     "UPDATE_SELECTIONS",

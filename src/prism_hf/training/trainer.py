@@ -148,7 +148,7 @@ class MDMTrainer(Trainer):
     # ----- set-up helpers -------------------------------------------------------------------------------
     @staticmethod
     def _resolve_mask_token_id(model: nn.Module, mask_token_id: Optional[int], processing_class: Any) -> int:
-        """The argument, else what the model records, else its family's rule, else the tokenizer's
+        """The argument, else what the model records, else the tokenizer's, else its family's rule
         ([`~prism_hf.modeling.families.mask_token_id_for`])."""
         return mask_token_id_for(model, tokenizer=processing_class, mask_token_id=mask_token_id)
 

@@ -91,6 +91,30 @@ class Registry(Mapping[str, T], Generic[T]):
             return default[0]
         raise KeyError(name)
 
+    def __delitem__(self, name: str) -> None:
+        self._deprecated_dict_api("del registry[name]", ".unregister(name)")
+        del self._entries[name]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Deprecated dict API: register every item (overwriting)."""
+        self._deprecated_dict_api(".update(...)", ".register(name, entry)")
+        for name, entry in dict(*args, **kwargs).items():
+            self.register(name, entry, overwrite=True)
+
+    def setdefault(self, name: str, entry: T) -> T:
+        """Deprecated dict API: register ``entry`` unless ``name`` is taken; the entry under ``name``."""
+        self._deprecated_dict_api(".setdefault(name, entry)", ".register(name, entry)")
+        return self._entries[name] if name in self._entries else self.register(name, entry)
+
+    def copy(self) -> Dict[str, T]:
+        """A plain-dict copy of the entries (as the dicts of 0.1.0 answered)."""
+        return dict(self._entries)
+
+    def _deprecated_dict_api(self, old: str, new: str) -> None:
+        from .deprecation import warn_deprecated
+
+        warn_deprecated(f"{self.kind} registry {old}", new, f"the {self.kind} registry", stacklevel=4)
+
     def unregister(self, name: str) -> Optional[T]:
         """Remove ``name`` (tests and plug-ins that clean up after themselves); returns what was there."""
         return self._entries.pop(name, None)

@@ -192,6 +192,11 @@ class SudokuRecipe:
         warn_deprecated("head", "head_type", "SudokuRecipe")
         return self.head_type
 
+    @head.setter
+    def head(self, value: str) -> None:
+        warn_deprecated("head", "head_type", "SudokuRecipe")
+        self.head_type = value
+
     def replace(self, **changes) -> "SudokuRecipe":
         _rename_head(changes, "SudokuRecipe.replace")
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -202,14 +207,15 @@ class SudokuRecipe:
     def to_dict(self) -> Dict:
         data = dataclasses.asdict(self)
         data["num_blanks"] = list(self.num_blanks)
-        # The field's earlier name, for readers of the previous release's recipe files (removed in prism_hf 0.3.0).
-        data["head"] = self.head_type
         return data
 
     def save(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
+        data = self.to_dict()
+        # The field's earlier name, for readers of the previous release's recipe files (removed in prism_hf 0.3.0).
+        data["head"] = self.head_type
         with open(os.path.join(directory, RECIPE_FILENAME), "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+            json.dump(data, f, indent=2)
 
     @classmethod
     def load(cls, directory: str) -> "SudokuRecipe":
@@ -243,6 +249,8 @@ def _check_head_type(name: str, value) -> None:
 def _rename_head(kwargs: Dict, where: str) -> None:
     """``head=`` (the earlier name) -> ``head_type=`` in ``kwargs``, with a `FutureWarning`; both is a `TypeError`.
     A bad value is reported under the name it was given."""
+    if "head" in kwargs and kwargs.get("head_type") is not None and kwargs["head"] == kwargs["head_type"]:
+        kwargs.pop("head")  # both names with one value: a dict of a saved recipe file, which carries both
     if "head" in kwargs:
         head = kwargs["head"]
         kwargs["head_type"] = rename_kwarg(kwargs, "head", "head_type", where, current=kwargs.get("head_type"))
