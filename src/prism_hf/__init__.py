@@ -18,41 +18,28 @@ from .modeling.families import (
 from .modeling.heads import HEAD_REGISTRY, QualityHead, register_head
 from .modeling.modeling_prism import PrismForMaskedDiffusion, PrismModelOutput
 from .models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, MDLMConfig, MDLMForMaskedLM
+from .utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 # Heavier pieces (diffusers for sampling, the transformers Trainer for training) load on first use, so that
 # `import prism_hf` (and loading a checkpoint with AutoModel) stays as light as the model itself.
 _LAZY_EXPORTS = {
-    "PrismScheduler": "sampling.scheduling_prism",
-    "PrismSchedulerOutput": "sampling.scheduling_prism",
-    "PrismPipeline": "sampling.pipeline_prism",
-    "PrismPipelineOutput": "sampling.pipeline_prism",
-    "register_unmasking_rule": "sampling.unmasking",
-    "register_remasking_rule": "sampling.remasking",
-    "register_remask_schedule": "sampling.remasking",
-    "MDMTrainer": "training.trainer",
-    "PrismTrainer": "training.trainer",
-    "MaskedDiffusionTrainingArguments": "training.training_args",
-    "PrismTrainingArguments": "training.training_args",
-    "MaskedDiffusionCollator": "training.collator",
+    "PrismScheduler": "prism_hf.sampling.scheduling_prism",
+    "PrismSchedulerOutput": "prism_hf.sampling.scheduling_prism",
+    "PrismPipeline": "prism_hf.sampling.pipeline_prism",
+    "PrismPipelineOutput": "prism_hf.sampling.pipeline_prism",
+    "register_unmasking_rule": "prism_hf.sampling.unmasking",
+    "register_remasking_rule": "prism_hf.sampling.remasking",
+    "register_remask_schedule": "prism_hf.sampling.remasking",
+    "MDMTrainer": "prism_hf.training.trainer",
+    "PrismTrainer": "prism_hf.training.trainer",
+    "MaskedDiffusionTrainingArguments": "prism_hf.training.training_args",
+    "PrismTrainingArguments": "prism_hf.training.training_args",
+    "MaskedDiffusionCollator": "prism_hf.training.collator",
 }
 
-
-def __getattr__(name):
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prism_hf' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS, globals())
 
 AutoConfig.register(PrismConfig.model_type, PrismConfig, exist_ok=True)
 AutoModel.register(PrismConfig, PrismForMaskedDiffusion, exist_ok=True)

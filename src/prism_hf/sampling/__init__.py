@@ -5,7 +5,7 @@ The scheduler and the pipeline (which import diffusers) load on first use, so th
 (``prism_hf.sampling.presets``, e.g. for a command line's choices) stays cheap.
 """
 
-import importlib
+from ..utils.lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "PrismPipeline": "prism_hf.sampling.pipeline_prism",
@@ -23,17 +23,6 @@ _LAZY_EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prism_hf.sampling' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS, globals())
 
 __all__ = list(_LAZY_EXPORTS)

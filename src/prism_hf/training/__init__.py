@@ -4,7 +4,7 @@ The trainers (which import the transformers Trainer and datasets) load on first 
 collator and the arguments stay light to import.
 """
 
-import importlib
+from ..utils.lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "MaskedDiffusionCollator": "prism_hf.training.collator",
@@ -22,17 +22,6 @@ _LAZY_EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prism_hf.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS, globals())
 
 __all__ = list(_LAZY_EXPORTS)
