@@ -50,6 +50,7 @@ from prism_hf.modeling.families import get_family, mask_token_id_for
 from prism_hf.sampling.pipeline_prism import PrismPipeline
 from prism_hf.sampling.presets import METHOD_PRESETS, TASK_SAMPLER_FIELDS, method_names
 from prism_hf.sampling.scheduling_prism import PrismScheduler
+from prism_hf.utils.distributed import destroy_process_group_at_exit
 
 BENCHMARKS = ("humaneval", "mbpp")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
@@ -459,6 +460,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     # Without a GPU (or with ACCELERATE_USE_CPU) run the processes on the CPU with gloo.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    if state.num_processes > 1:
+        destroy_process_group_at_exit()  # the ranks other than 0 exit early; gloo's threads would abort them at exit
     cached_rows, parts, is_prism = generate_missing(args, tasks, scheduler, cache, state)
     if not state.is_main_process:
         return {}

@@ -17,6 +17,7 @@ from prism_hf.modeling_prism import PrismForMaskedDiffusion
 from prism_hf.testing import tiny_llada
 from prism_hf.trainer import PrismTrainer
 from prism_hf.training_args import PrismTrainingArguments
+from prism_hf.utils import distributed
 
 
 def weights_hash(model, backbone_only=False):
@@ -77,6 +78,7 @@ def main(out_dir, mode="full"):
         "logged_pairs": logged["quality_num_positions"],
         "logged": {k: v for k, v in logged.items() if isinstance(v, (int, float))},
         "mode": mode,
+        "destroys_group_at_exit": distributed._registered,
         "initial_hash": initial,
         "final_hash": weights_hash(trainer.accelerator.unwrap_model(trainer.model)),
         "initial_backbone_hash": initial_backbone,
@@ -90,6 +92,4 @@ def main(out_dir, mode="full"):
 if __name__ == "__main__":
     for trained_mode in sys.argv[2:] or ["full"]:
         main(sys.argv[1], trained_mode)
-    if torch.distributed.is_initialized():
-        # Without an orderly shutdown the gloo threads can abort the process at interpreter exit.
-        torch.distributed.destroy_process_group()
+    # No destroy_process_group() here: the trainer registered prism_hf's exit handler, as a user's script relies on.

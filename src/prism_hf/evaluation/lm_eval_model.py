@@ -57,6 +57,7 @@ from ..sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
 from ..sampling.remasking import quality_head_error
 from ..sampling.scheduling_prism import PrismScheduler
 from ..sampling.unmasking import top_per_row
+from ..utils.distributed import destroy_process_group_at_exit
 
 __all__ = [
     "MC_SAMPLINGS",
@@ -482,6 +483,7 @@ class PrismLM(TemplateLM):
         if self._state is not None:
             self._rank, self._world_size = state.process_index, state.num_processes
             self._device = state.device
+            destroy_process_group_at_exit()  # lm-eval never destroys it; gloo's threads would abort a rank at exit
         else:
             self._device = _pick_device(device)
 

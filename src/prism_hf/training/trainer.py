@@ -19,6 +19,7 @@ from transformers.utils import logging
 from ..modeling.checkpointing import is_peft_model, restore_training_checkpoint
 from ..modeling.families import MAX_LENGTH_ATTRS, aligned_logits, mask_token_id_for, max_length_of
 from ..modeling.modeling_prism import PrismForMaskedDiffusion
+from ..utils.distributed import destroy_process_group_at_exit
 from .collator import MaskedDiffusionCollator
 from .losses import binary_auroc, forward_mask, mdm_loss, prism_step, quality_accuracy
 from .training_args import MaskedDiffusionTrainingArguments, PrismTrainingArguments
@@ -123,6 +124,8 @@ class MDMTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        if self.args.world_size > 1:
+            destroy_process_group_at_exit()  # gloo's threads would otherwise abort a finished rank at exit
         # Our losses are means over the micro-batch: let Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
