@@ -10,6 +10,16 @@ A PRISM checkpoint on a harness task (any rule without a head also runs on a pla
         --model_args gen_length=256,block_length=32,num_inference_steps=128 --batch_size 8 --limit 200 \\
         --sampler_args "prism:remask_schedule=budget,remask_budget=12"
 
+Named methods instead of rules (the preset table of the Sudoku, code and text evaluations,
+``prism_hf.sampling.presets``): ``--task_settings`` holds the task's unmasking rule and PRISM's remask counts, and
+each method takes the ones it uses (PRISM and the same-count baselines ``confidence-remask`` / ``random-remask`` take
+the counts, a ``vanilla-*`` baseline its own unmasking rule):
+
+    python examples/compare_samplers_lm_eval.py --pretrained runs/prism-llada-code --tasks gsm8k \
+        --model_args gen_length=256,block_length=32,num_inference_steps=128 --batch_size 8 --limit 200 \
+        --methods vanilla-confidence,remdm-conf,confidence-remask,prism \
+        --task_settings unmasking=confidence,remask_schedule=budget,remask_budget=12
+
 Offline demo (no argument): writes a local task (sort six digits), trains a tiny LLaDA-shaped model and its PRISM
 head on that task for a few seconds on the CPU, and compares the samplers on held-out examples:
 
@@ -32,6 +42,8 @@ DEMO_TASK = "prism_demo_sort"
 DEFAULT_SAMPLERS = ("none", "remdm_conf", "prism")
 #: Settings of the three samplers in the demo (same steps for all; the other knobs keep the scheduler's defaults).
 DEMO_SAMPLER_ARGS = {"prism": "remask_schedule=fixed,num_remask=1"}
+#: The same counts as task settings, for ``--methods`` (PRISM and the same-count baselines take them).
+DEMO_TASK_SETTINGS = {"remask_schedule": "fixed", "num_remask": "1"}
 
 
 # ----- the offline demo: a local task and a tiny model trained on it ----------------------------------------------
@@ -123,6 +135,28 @@ def _sampler_summary(info: Dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in {**changed, **generation}.items()) or "defaults"
 
 
+def _parse_task_settings(text: str) -> Dict[str, str]:
+    """``"unmasking=random,num_remask=2"`` -> ``{"unmasking": "random", "num_remask": "2"}``, keys checked against
+    the task sampler fields of ``prism_hf.sampling.presets``."""
+    from prism_hf.sampling.presets import TASK_SAMPLER_FIELDS
+
+    settings = {}
+    for item in (part for part in text.split(",") if part):
+        key, sep, value = item.partition("=")
+        if not sep or key not in TASK_SAMPLER_FIELDS:
+            raise ValueError(f"--task_settings {item!r} must read KEY=VALUE with KEY one of {list(TASK_SAMPLER_FIELDS)}.")
+        settings[key] = value
+    return settings
+
+
+def method_model_args(method: str, task_settings: Dict[str, str]) -> str:
+    """``method=NAME`` and the task settings the method uses (``PrismLM`` refuses one it would not use)."""
+    from prism_hf.sampling.presets import get_method_preset
+
+    used = get_method_preset(method).scheduler_kwargs(task_settings)
+    return ",".join([f"method={method}"] + [f"{k}={v}" for k, v in task_settings.items() if used.get(k) == v])
+
+
 def compare_samplers(
     pretrained: str,
     task: str,
@@ -134,37 +168,47 @@ def compare_samplers(
     batch_size: int = 8,
     device: Optional[str] = None,
     include_defaults: bool = True,
+    methods: Optional[List[str]] = None,
+    task_settings: Optional[Dict[str, str]] = None,
 ) -> List[Dict[str, Any]]:
-    """Evaluate ``task`` once per remasking rule in ``samplers``; one row per sampler (metric, NFE, settings)."""
+    """Evaluate ``task`` once per remasking rule in ``samplers`` or, when ``methods`` is given, once per named method
+    (each with the ``task_settings`` it uses); one row per sampler (metric, NFE, settings)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     import prism_hf.evaluation.lm_eval_model  # noqa: F401  (registers "prism" when the .pth hook is not installed)
 
+    if methods is not None:
+        runs = [(method, method_model_args(method, task_settings or {})) for method in methods]
+    else:
+        runs = [(remasking, f"remasking={remasking}") for remasking in samplers]
     task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
     rows = []
-    for remasking in samplers:
-        args = ",".join(a for a in (f"pretrained={pretrained}", f"remasking={remasking}", model_args,
-                                    (sampler_args or {}).get(remasking, "")) if a)
+    for name, sampler in runs:
+        args = ",".join(a for a in (f"pretrained={pretrained}", sampler, model_args,
+                                    (sampler_args or {}).get(name, "")) if a)
         results = simple_evaluate(model="prism", model_args=args, tasks=[task], task_manager=task_manager,
                                   limit=limit, batch_size=batch_size, device=device)
         info = results["config"]["prism"]
         metric, value = _main_metric(results["results"][task])
         nfe = {kind: counts["nfe_per_request"] for kind, counts in info["nfe"].items()}
-        rows.append({"remasking": remasking, "metric": metric, "value": value, "nfe_per_request": nfe,
-                     "num_docs": results["n-samples"][task]["effective"], "settings": _sampler_summary(info),
-                     "sampler": info["sampler"], "generation": info["generation"]})
+        rows.append({"remasking": info["sampler"]["remasking"], "method": info.get("method"), "metric": metric,
+                     "value": value, "nfe_per_request": nfe, "num_docs": results["n-samples"][task]["effective"],
+                     "settings": _sampler_summary(info), "sampler": info["sampler"], "generation": info["generation"]})
     return rows
 
 
 def format_table(rows: List[Dict[str, Any]], task: str) -> str:
     metric = rows[0]["metric"] if rows else "metric"
+    by_method = any(row.get("method") for row in rows)
     lines = [f"task: {task} ({rows[0]['num_docs'] if rows else 0} documents)",
-             f"| remasking | {metric} | NFE / request | sampler settings |", "|---|---:|---:|---|"]
+             f"| {'method' if by_method else 'remasking'} | {metric} | NFE / request | sampler settings |",
+             "|---|---:|---:|---|"]
     for row in rows:
         nfe = ", ".join(f"{v:.1f}" if len(row["nfe_per_request"]) == 1 else f"{k} {v:.1f}"
                         for k, v in row["nfe_per_request"].items())
-        lines.append(f"| {row['remasking']} | {row['value']:.3f} | {nfe} | {row['settings']} |")
+        settings = row["settings"] if not by_method else f"remasking={row['remasking']}, {row['settings']}"
+        lines.append(f"| {row['method'] if by_method else row['remasking']} | {row['value']:.3f} | {nfe} | {settings} |")
     return "\n".join(lines)
 
 
@@ -173,7 +217,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--pretrained", help="PRISM checkpoint or backbone; omit for the offline demo.")
     parser.add_argument("--tasks", help="One lm-eval task (the demo's own by default).")
     parser.add_argument("--include_path", help="Folder of extra task YAMLs.")
-    parser.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS), help="Remasking rules to compare.")
+    parser.add_argument("--samplers", default=None, help=f"Remasking rules to compare (default: {','.join(DEFAULT_SAMPLERS)}).")
+    parser.add_argument("--methods", default=None, help="Named methods to compare instead of rules (prism_hf.sampling.presets: "
+                        "prism, vanilla-confidence, remdm-conf, confidence-remask, ...).")
+    parser.add_argument("--task_settings", default="", help="With --methods: the task's unmasking rule and PRISM's remask "
+                        "counts, e.g. unmasking=random,num_remask=1; each method takes those it uses.")
     parser.add_argument("--model_args", default="", help="Shared --model_args, e.g. gen_length=256,num_inference_steps=128.")
     parser.add_argument("--sampler_args", action="append", default=[], help="'RULE:key=value,...' for one sampler.")
     parser.add_argument("--limit", type=float, help="Documents per task (count or fraction).")
@@ -184,7 +232,21 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--output", type=Path, help="Also write the rows as JSON here.")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    sampler_args = _parse_sampler_args(args.sampler_args)
+    if args.methods is not None and args.samplers is not None:
+        parser.error("--methods and --samplers: pass one (a method names its own remasking rule).")
+    if args.task_settings and args.methods is None:
+        parser.error("--task_settings goes with --methods; with --samplers put settings in --model_args / --sampler_args.")
+    try:
+        sampler_args = _parse_sampler_args(args.sampler_args)
+        task_settings = _parse_task_settings(args.task_settings)
+        methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
+        if methods is not None:
+            from prism_hf.sampling.presets import get_method_preset
+
+            for method in methods:
+                get_method_preset(method)  # an unknown name fails before any training or evaluation
+    except ValueError as error:
+        parser.error(str(error))
     demo = args.pretrained is None
     with tempfile.TemporaryDirectory() as tmp:
         if demo:
@@ -193,15 +255,19 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
             pretrained = str(train_demo_model(workdir / "model", steps=args.demo_train_steps))
             task, include_path = args.tasks or DEMO_TASK, str(workdir / "tasks")
             model_args = args.model_args or "num_inference_steps=3,mc_num=8"
-            sampler_args = {**DEMO_SAMPLER_ARGS, **sampler_args}
+            if methods is None:
+                sampler_args = {**DEMO_SAMPLER_ARGS, **sampler_args}
+            else:  # the demo's PRISM counts as task settings, for PRISM and the same-count baselines
+                task_settings = {**DEMO_TASK_SETTINGS, **task_settings}
         else:
             if not args.tasks or "," in args.tasks:
                 parser.error("--tasks takes exactly one task when --pretrained is given.")
             pretrained, task, include_path, model_args = args.pretrained, args.tasks, args.include_path, args.model_args
         rows = compare_samplers(
-            pretrained, task, include_path=include_path, samplers=[s for s in args.samplers.split(",") if s],
+            pretrained, task, include_path=include_path,
+            samplers=[s for s in (args.samplers or ",".join(DEFAULT_SAMPLERS)).split(",") if s],
             model_args=model_args, sampler_args=sampler_args, limit=args.limit, batch_size=args.batch_size,
-            device=args.device, include_defaults=not demo,
+            device=args.device, include_defaults=not demo, methods=methods, task_settings=task_settings,
         )
     print(format_table(rows, task))
     if args.output:

@@ -238,12 +238,17 @@ def test_recipe_head_type_and_its_earlier_name(tmp_path):
     from prism_hf.tasks.sudoku import SudokuInputError, SudokuRecipe, get_recipe
 
     assert SudokuRecipe().head_type == "mlp" and get_recipe("paper").head_type == "linear"
-    with pytest.warns(FutureWarning, match=r"SudokuRecipe: `head` is deprecated; use `head_type`"):
+    # each warning names the line that used the old name (this file), not a line inside prism_hf
+    with pytest.warns(FutureWarning, match=r"SudokuRecipe: `head` is deprecated; use `head_type`") as caught:
         assert SudokuRecipe(head="linear").head_type == "linear"
-    with pytest.warns(FutureWarning, match=r"SudokuRecipe.replace: `head` is deprecated"):
+    with pytest.warns(FutureWarning, match=r"get_recipe: `head` is deprecated") as caught_get:
         assert get_recipe("tiny", head="transformer").head_type == "transformer"
-    with pytest.warns(FutureWarning, match=r"`head` is deprecated"):
+    with pytest.warns(FutureWarning, match=r"SudokuRecipe.replace: `head` is deprecated") as caught_replace:
+        assert get_recipe("tiny").replace(head="linear").head_type == "linear"
+    with pytest.warns(FutureWarning, match=r"`head` is deprecated") as caught_property:
         assert SudokuRecipe(head_type="linear").head == "linear"
+    for record in (*caught, *caught_get, *caught_replace, *caught_property):
+        assert record.filename == __file__, (str(record.message), record.filename)
     with pytest.raises(TypeError, match=r"pass `head_type` only; `head` is its deprecated name and both were given"):
         SudokuRecipe(head="linear", head_type="mlp")
     with pytest.raises(TypeError, match="both were given"):

@@ -356,6 +356,12 @@ def test_model_args_are_the_scheduler_and_pipeline_signatures():
         ({"batch_size": "auto"}, r"batch_size='auto'.*not supported"),
         ({"remasking": "prism"}, r"remasking='prism' needs a PRISM quality head.*'none'"),
         ({"remasking": "low_confidence"}, r"low_confidence"),
+        ({"method": "prsim"}, r"method='prsim' is not a known sampling method; valid names: .*'remdm-conf'"),
+        ({"method": "prism", "remasking": "prism"}, r"method='prism' and remasking='prism': pass one"),
+        ({"method": "vanilla", "num_remask": 2}, r"method='vanilla' does not use num_remask=2"),
+        ({"method": "vanilla-margin", "unmasking": "random"}, r"method='vanilla-margin' does not use unmasking='random'"),
+        ({"method": "remdm-cap", "eta": 0.1}, r"method='remdm-cap' does not use eta=0.1: it sets .*'eta': 0.04"),
+        ({"method": "prism"}, r"remasking='prism' needs a PRISM quality head"),
     ],
 )
 def test_bad_model_args_fail_before_any_request(saved_models, kwargs, message):
@@ -369,6 +375,28 @@ def test_model_args_string_reads_remasking_none_as_the_rule(saved_models):
                                         {"device": "cpu", "batch_size": "4"})
     assert lm.scheduler.config.remasking == "none" and lm.scheduler.config.eta is None
     assert lm.batch_size_per_gpu == 4 and lm.mc_num == 2 and not lm.is_prism_checkpoint
+
+
+def test_method_presets_give_the_same_sampler_as_the_evaluations_table(saved_models):
+    """method= takes the preset table of the Sudoku, code and text evaluations: a method sets its remasking rule (and
+    a vanilla baseline its unmasking rule), the task's remask counts go to the methods that use them, the other
+    scheduler arguments are added, and lm-eval's results record the method."""
+    from prism_hf.sampling.presets import get_method_preset
+
+    task = {"unmasking": "random", "num_remask": 2, "remask_schedule": "fixed"}
+    for method, backbone_only in (("confidence-remask", True), ("random-remask", True), ("vanilla-margin", True),
+                                  ("remdm-conf", True), ("prism", False)):
+        given = task if get_method_preset(method).uses_remask_counts else (
+            {} if method.startswith("vanilla-") else {"unmasking": "random"})
+        args = ",".join(f"{k}={v}" for k, v in {**given, "block_length": 4, "method": method}.items())
+        pretrained = saved_models["backbone" if backbone_only else "prism"]
+        lm = PrismLM.create_from_arg_string(f"pretrained={pretrained},{args},mc_num=2", {"device": "cpu"})
+        expected = get_method_preset(method).scheduler(given, block_length=4).config
+        assert dict(lm.scheduler.config) == dict(expected), method
+        assert lm.get_model_info()["prism"]["method"] == method
+    assert lm.scheduler.config.remasking == "prism" and lm.scheduler.config.num_remask == 2
+    margin = PrismLM(pretrained=str(saved_models["backbone"]), device="cpu", mc_num=2, method="vanilla-margin")
+    assert margin.scheduler.config.remasking == "none" and margin.scheduler.config.unmasking == "margin"
 
 
 def test_a_path_that_is_no_checkpoint_is_rejected(tmp_path):
@@ -530,3 +558,33 @@ def test_compare_samplers_example_prints_one_row_per_sampler(tmp_path, capsys):
     assert rows[1]["sampler"]["num_remask"] == 1 and "num_remask=1" in rows[1]["settings"]
     printed = capsys.readouterr().out
     assert "| none |" in printed and "| prism |" in printed and "NFE / request" in printed
+
+
+def test_compare_samplers_example_compares_named_methods(tmp_path, capsys):
+    """--methods runs the preset table: PRISM and the same-count baseline take the task's remask counts, a vanilla
+    baseline takes neither them nor the task's unmasking rule, and the table is keyed by method."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_samplers_lm_eval.py"
+    spec = importlib.util.spec_from_file_location("examples_compare_samplers_lm_eval_methods", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.method_model_args("vanilla-margin", {"unmasking": "random", "num_remask": "2"}) == "method=vanilla-margin"
+    assert example.method_model_args("prism", {"unmasking": "random", "num_remask": "2"}) == (
+        "method=prism,unmasking=random,num_remask=2")
+    rows = example.main(["--workdir", str(tmp_path), "--demo_train_steps", "2", "--limit", "3", "--batch_size", "4",
+                         "--device", "cpu", "--methods", "vanilla-margin,confidence-remask,prism",
+                         "--task_settings", "unmasking=random"])
+    assert [(r["method"], r["remasking"]) for r in rows] == [
+        ("vanilla-margin", "none"), ("confidence-remask", "confidence"), ("prism", "prism")]
+    assert rows[0]["sampler"]["unmasking"] == "margin" and "num_remask" not in rows[0]["settings"]
+    assert all(r["sampler"]["unmasking"] == "random" and r["sampler"]["num_remask"] == 1 for r in rows[1:])
+    printed = capsys.readouterr().out
+    assert "| method |" in printed and "| confidence-remask |" in printed
+    for argv, message in ((["--methods", "prism", "--samplers", "none"], "pass one"),
+                          (["--task_settings", "num_remask=1"], "--task_settings goes with --methods"),
+                          (["--methods", "prsim"], "method='prsim' is not a known sampling method"),
+                          (["--methods", "prism", "--task_settings", "temperature=1"], "must read KEY=VALUE")):
+        with pytest.raises(SystemExit):
+            example.main(argv)
+        assert message in capsys.readouterr().err

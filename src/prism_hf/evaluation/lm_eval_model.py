@@ -54,6 +54,7 @@ from ..modeling.families import registered_families
 from ..modeling.checkpointing import as_torch_dtype, load_backbone
 from ..modeling.modeling_prism import PrismForMaskedDiffusion
 from ..sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
+from ..sampling.presets import TASK_SAMPLER_FIELDS, get_method_preset
 from ..sampling.remasking import quality_head_error
 from ..sampling.scheduling_prism import PrismScheduler
 from ..sampling.unmasking import top_per_row
@@ -387,6 +388,29 @@ def _check_sampler_kwargs(sampler_kwargs: Dict[str, Any]) -> None:
         )
 
 
+def _make_scheduler(method: Optional[str], scheduler_kwargs: Dict[str, Any]) -> PrismScheduler:
+    """``method`` on the task settings among ``scheduler_kwargs`` (the others added as they are), else a plain
+    [`PrismScheduler`] of ``scheduler_kwargs``."""
+    if method is None:
+        return PrismScheduler(**scheduler_kwargs)
+    if "remasking" in scheduler_kwargs:
+        raise ValueError(
+            f"method={method!r} and remasking={scheduler_kwargs['remasking']!r}: pass one (a method sets its own "
+            "remasking rule; remasking= names a rule directly)."
+        )
+    preset = get_method_preset(method)  # an unknown name is an error that lists the methods
+    task = {k: v for k, v in scheduler_kwargs.items() if k in TASK_SAMPLER_FIELDS}
+    chosen = preset.scheduler_kwargs(task)
+    unused = sorted(k for k, v in task.items() if k not in chosen or chosen[k] != v)
+    if unused:
+        raise ValueError(
+            f"method={method!r} does not use {', '.join(f'{k}={task[k]!r}' for k in unused)}: it sets "
+            f"{ {k: v for k, v in chosen.items()} } (see prism_hf.sampling.presets). Drop "
+            f"{'it' if len(unused) == 1 else 'them'}, or pass remasking= with the settings you want instead of method=."
+        )
+    return preset.scheduler(task, **{k: v for k, v in scheduler_kwargs.items() if k not in TASK_SAMPLER_FIELDS})
+
+
 @register_model("prism")
 class PrismLM(TemplateLM):
     r"""lm-evaluation-harness model for masked diffusion LMs with PRISM (or any [`PrismScheduler`] sampler).
@@ -424,6 +448,14 @@ class PrismLM(TemplateLM):
         check_greedy (`bool`, defaults to `False`): Compute ``is_greedy`` with [`greedy_match`] (``L`` extra
             forwards per request); `False` reports `False`, as LLaDA's ``is_check_greedy=False`` does.
         seed (`int`, defaults to 0): Seed of the sampler's and the estimator's RNG (offset by the process rank).
+        method (`str`, *optional*): A named sampling method of [`~prism_hf.sampling.presets.METHOD_PRESETS`]
+            (``prism``, ``vanilla-confidence``, ``remdm-conf``, ``confidence-remask``, ...), the same table the Sudoku,
+            code and text evaluations use. The method sets the remasking rule (so ``remasking`` is not given with it)
+            and, for the vanilla baselines, the unmasking rule; ``unmasking`` and the remask counts
+            (``num_remask``, ``remask_schedule``, ``remask_budget``, ``eta``, ``step_on``, ``step_off``,
+            ``prism_loop_steps``) are the task's settings, taken by the methods that use them. One the method does
+            not use is an error, so that no setting is silently dropped. Without ``method``, ``remasking`` names a
+            rule directly and every scheduler argument applies.
         sampler_kwargs: Every [`PrismScheduler`] config field (``remasking``, ``unmasking``, ``remask_schedule``,
             ``num_remask``, ``block_length``, ...) and every [`PrismPipeline`] call argument other than the inputs
             and outputs (``num_inference_steps``, ``eos_early_stop``, ...). The valid names are read from the two
@@ -449,6 +481,7 @@ class PrismLM(TemplateLM):
         cfg_scale: float = 0.0,
         check_greedy: bool = False,
         seed: int = 0,
+        method: Optional[str] = None,
         **sampler_kwargs: Any,
     ):
         super().__init__()
@@ -468,7 +501,8 @@ class PrismLM(TemplateLM):
         # (its default is a string, e.g. remasking), None can only mean the rule called "none".
         defaults = {n: p.default for n, p in inspect.signature(PrismScheduler.__init__).parameters.items()}
         sampler_kwargs = {k: "none" if v is None and isinstance(defaults.get(k), str) else v for k, v in sampler_kwargs.items()}
-        self.scheduler = PrismScheduler(**{k: v for k, v in sampler_kwargs.items() if k in scheduler_names})
+        self.method = method
+        self.scheduler = _make_scheduler(method, {k: v for k, v in sampler_kwargs.items() if k in scheduler_names})
         self.generation_kwargs = {k: v for k, v in sampler_kwargs.items() if k not in scheduler_names}
         self.mc_sampling, self.cfg_scale, self.check_greedy = mc_sampling, float(cfg_scale), bool(check_greedy)
         self.gen_length, self._max_length_arg = gen_length, max_length
@@ -794,6 +828,7 @@ class PrismLM(TemplateLM):
                 "backbone_model_type": getattr(getattr(backbone, "config", None), "model_type", None),
                 "model_dtype": None if parameter is None else str(parameter.dtype).replace("torch.", ""),
                 "model_num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "method": self.method,
                 "sampler": {k: v for k, v in self.scheduler.config.items() if not k.startswith("_")},
                 "generation": {"gen_length": self.gen_length, "max_length": self.max_length, **self.generation_kwargs},
                 "loglikelihood": {"mc_num": self.mc_num, "mc_sampling": self.mc_sampling, "cfg_scale": self.cfg_scale,

@@ -20,7 +20,7 @@ def warn_deprecated(old: str, new: str, where: str, stacklevel: int = 3) -> None
 
 
 def rename_kwarg(kwargs: Dict[str, Any], old: str, new: str, where: str, current: Any = _MISSING,
-                 convert=None) -> Any:
+                 convert=None, stacklevel: int = 4) -> Any:
     """Pop the deprecated ``old`` from ``kwargs`` and return the value to use for ``new``.
 
     Args:
@@ -30,6 +30,8 @@ def rename_kwarg(kwargs: Dict[str, Any], old: str, new: str, where: str, current
         current: The value the caller passed under ``new`` (leave unset when ``new`` was not passed).
         convert (`Callable`, *optional*): Maps an old value to the new argument's meaning (e.g. ``lambda m: ~m``
             when the old name meant the opposite).
+        stacklevel (`int`, defaults to 4): The warning's stack level; the default points at the caller of the
+            function that calls ``rename_kwarg``. A helper between them adds one.
 
     Returns:
         The value for ``new``: ``current`` if ``old`` was not passed, else the (converted) old value. Passing both
@@ -40,5 +42,5 @@ def rename_kwarg(kwargs: Dict[str, Any], old: str, new: str, where: str, current
     value = kwargs.pop(old)
     if current is not _MISSING and current is not None:
         raise TypeError(f"{where}: pass `{new}` only; `{old}` is its deprecated name and both were given.")
-    warn_deprecated(old, new, where, stacklevel=4)
+    warn_deprecated(old, new, where, stacklevel=stacklevel)
     return convert(value) if convert is not None and value is not None else value

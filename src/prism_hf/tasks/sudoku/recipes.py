@@ -253,7 +253,9 @@ def _rename_head(kwargs: Dict, where: str) -> None:
         kwargs.pop("head")  # both names with one value: a dict of a saved recipe file, which carries both
     if "head" in kwargs:
         head = kwargs["head"]
-        kwargs["head_type"] = rename_kwarg(kwargs, "head", "head_type", where, current=kwargs.get("head_type"))
+        # stack: warn_deprecated < rename_kwarg < _rename_head < SudokuRecipe.__init__ / replace < the user's line
+        kwargs["head_type"] = rename_kwarg(kwargs, "head", "head_type", where, current=kwargs.get("head_type"),
+                                           stacklevel=5)
         _check_head_type("head", head)
 
 
@@ -290,4 +292,6 @@ def get_recipe(name: str, **overrides) -> SudokuRecipe:
     """A copy of a named recipe (``demo``, ``paper``, ``tiny``) with fields overridden (``None`` values ignored)."""
     if name not in RECIPES:
         raise SudokuInputError(f"recipe={name!r} is not known; choose one of {sorted(RECIPES)}.")
-    return RECIPES[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    _rename_head(overrides, "get_recipe")  # here, so that its warning points at the caller of get_recipe
+    return RECIPES[name].replace(**overrides)
