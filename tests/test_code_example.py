@@ -205,7 +205,7 @@ def test_eval_code_end_to_end_on_a_tiny_prism_checkpoint(tiny_assets, tmp_path):
     from transformers import AutoTokenizer
 
     checkpoint = tmp_path / "prism"
-    model = PrismForMaskedDiffusion.from_backbone(str(tiny_assets / "tiny-llada"), trust_remote_code=True, head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(str(tiny_assets / "tiny-llada"), trust_remote_code=True, head_type="mlp")
     model.enable_lora(r=2, target_modules=["q_proj", "k_proj", "v_proj"])
     model.save_pretrained(checkpoint)
     AutoTokenizer.from_pretrained(tiny_assets / "tiny-llada").save_pretrained(checkpoint)

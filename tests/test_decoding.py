@@ -245,7 +245,7 @@ def test_quality_guided_refinement_remasks_only_after_the_schedule_and_ends_rows
 
 def test_a_head_that_attends_across_positions_refuses_the_cache():
     backbone = _backbone("llada", layers=1)
-    model = PrismForMaskedDiffusion.from_backbone(backbone, head="transformer").eval()
+    model = PrismForMaskedDiffusion.from_backbone(backbone, head_type="transformer").eval()
     pipe = _pipe(model, remasking="prism", num_remask=1, kv_cache="dual")
     with pytest.raises(ValueError, match=r"kv_cache='dual' with the TransformerQualityHead .*pointwise head"):
         pipe(input_ids=torch.tensor([[5, 6]]), gen_length=8, num_inference_steps=4)

@@ -323,7 +323,7 @@ def test_save_pretrained_round_trip(tmp_path):
 # ----- (d) PRISM on the port ------------------------------------------------------------------------------
 def _prism():
     torch.manual_seed(0)
-    model = PrismForMaskedDiffusion.from_backbone(_model(dropout=0.0), head="mlp").eval()
+    model = PrismForMaskedDiffusion.from_backbone(_model(dropout=0.0), head_type="mlp").eval()
     with torch.no_grad():
         for p in model.quality_head.parameters():
             p.normal_(0, 0.5)

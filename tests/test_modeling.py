@@ -35,7 +35,7 @@ FAMILY_BUILDERS = {
 
 def _wrap(name, head="mlp", **kwargs):
     builder, extra = FAMILY_BUILDERS[name]
-    return PrismForMaskedDiffusion.from_backbone(builder(), head=head, **extra, **kwargs).eval()
+    return PrismForMaskedDiffusion.from_backbone(builder(), head_type=head, **extra, **kwargs).eval()
 
 
 def _inputs(vocab=60, batch=3, length=12, seed=1):
@@ -143,14 +143,14 @@ def test_register_a_new_family_and_use_it():
     )
     try:
         backbone = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=4, n_positions=32))
-        model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=49, head="linear")
+        model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=49, head_type="linear")
         out = model(_inputs(vocab=49))
         assert out.quality_logits.shape == (3, 12)
         assert model.family is family
     finally:
         from prism_hf import families
 
-        families._REGISTRY.pop("gpt2", None)
+        families._REGISTRY.unregister("gpt2")
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_REGISTRY))
@@ -182,7 +182,7 @@ def test_new_head_type_is_one_small_class():
         model = _wrap("llada", head="test-constant", head_kwargs={"value": 2.0})
         assert torch.all(model(_inputs()).quality_logits == 2.0)
     finally:
-        HEAD_REGISTRY.pop("test-constant")
+        HEAD_REGISTRY.unregister("test-constant")
 
 
 # ----- save / load ---------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def _saved_backbone(tmp_path, builder=tiny_llada):
 
 def test_backbone_reference_is_recorded_and_frozen_checkpoint_holds_head_only(tmp_path):
     backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head="mlp", backbone_training="frozen")
+    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head_type="mlp", backbone_training="frozen")
     assert model.config.backbone_name_or_path == str(backbone_dir)
     assert model.config.backbone_training == "frozen"
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -232,7 +232,7 @@ def test_backbone_reference_is_recorded_and_frozen_checkpoint_holds_head_only(tm
 
 def test_full_finetune_with_reference_saves_backbone(tmp_path):
     backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head="linear")
+    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head_type="linear")
     with torch.no_grad():  # "fine-tune" the backbone: the change must survive the round trip
         model.backbone.model.transformer.wte.weight.mul_(1.5)
     model.save_pretrained(tmp_path / "prism")
@@ -244,7 +244,7 @@ def test_full_finetune_with_reference_saves_backbone(tmp_path):
 
 def test_lora_round_trip_is_exact_and_checkpoint_is_adapter_only(tmp_path):
     backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head_type="mlp")
     model.enable_lora(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], lora_dropout=0.0)
     assert model.config.backbone_training == "lora"
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -304,7 +304,7 @@ def test_tied_weights_survive_the_round_trip(tmp_path):
 
 def test_model_card_names_backbone_head_and_recipe(tmp_path):
     backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head="linear", backbone_training="frozen")
+    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head_type="linear", backbone_training="frozen")
     model.config.recipe = {"num_update_tokens": 4, "mdm_loss_weight": 5.0}
     model.save_pretrained(tmp_path / "prism")
     card = (tmp_path / "prism" / "README.md").read_text()
@@ -331,7 +331,7 @@ def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     backbone_dir = _saved_backbone(tmp_path)
-    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(str(backbone_dir), head_type="mlp")
     model.enable_lora(r=2, target_modules=["q_proj"])
     assert model.push_to_hub("me/prism-tiny") == "ok"
     assert uploaded["repo_id"] == "me/prism-tiny"
@@ -362,7 +362,7 @@ def test_mask_id_outside_vocabulary_is_a_clear_error():
 
 def test_unknown_head_type_is_a_clear_error():
     with pytest.raises(ValueError, match=r"head_type='conv'.*valid head types: \['linear', 'mlp', 'transformer'"):
-        PrismForMaskedDiffusion.from_backbone(tiny_llada(), head="conv")
+        PrismForMaskedDiffusion.from_backbone(tiny_llada(), head_type="conv")
 
 
 def test_input_ids_of_wrong_dtype_or_rank_are_clear_errors():

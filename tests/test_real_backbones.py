@@ -73,7 +73,7 @@ def _ids(vocab: int, batch: int = 2, length: int = SEQ, seed: int = 0) -> torch.
 
 def test_load_and_forward_without_remote_code(hub_folder):
     family, folder = hub_folder
-    model = PrismForMaskedDiffusion.from_backbone(str(folder), head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), head_type="mlp")
     assert type(model.backbone).__module__.startswith(f"prism_hf.models.{family}")
     assert model.mask_token_id == HUB[family]["mask_token_id"] and model.config.vocab_size == HUB[family]["vocab_size"]
     assert not model.config.backbone_trust_remote_code and model.config.backbone_dtype == "float32"
@@ -111,7 +111,7 @@ def test_lora_training_with_gradient_checkpointing_save_and_reload_in_a_fresh_pr
     checkpoint (adapter + head) reloads in a fresh process, which has not imported prism_hf.testing, with identical
     logits and quality and the same dtype."""
     family, folder = hub_folder
-    model = PrismForMaskedDiffusion.from_backbone(str(folder), head="mlp")
+    model = PrismForMaskedDiffusion.from_backbone(str(folder), head_type="mlp")
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     data = datasets.Dataset.from_dict({"input_ids": torch.randint(0, 1000, (8, SEQ), generator=g).tolist(),
@@ -172,7 +172,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_under_lora(hub_folder):
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = PrismForMaskedDiffusion.from_backbone(str(folder), head="mlp")
+        model = PrismForMaskedDiffusion.from_backbone(str(folder), head_type="mlp")
         model.enable_lora(LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
         if checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})

@@ -276,7 +276,7 @@ def test_backbone_loads_with_auto_classes_and_wraps_in_prism(tmp_path):
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
     ids = torch.as_tensor(SudokuTokenizer(6).encode(generate_solved_grids(2, 6, seed=0)))
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
-    prism = PrismForMaskedDiffusion.from_backbone(model, head="linear")
+    prism = PrismForMaskedDiffusion.from_backbone(model, head_type="linear")
     assert prism.mask_token_id == 0
     out = prism(ids)
     assert out.logits.shape == (2, 41, 8) and out.quality_logits.shape == (2, 41)

@@ -35,7 +35,7 @@ def _args(tmp_path, cls=PrismTrainingArguments, **kwargs):
 
 
 def _prism(backbone=None, **kwargs):
-    return PrismForMaskedDiffusion.from_backbone(backbone if backbone is not None else tiny_llada(), head="mlp", **kwargs)
+    return PrismForMaskedDiffusion.from_backbone(backbone if backbone is not None else tiny_llada(), head_type="mlp", **kwargs)
 
 
 def _params(model, prefix):
@@ -331,7 +331,7 @@ def test_frozen_backbone_runs_without_dropout(tmp_path):
     for module in backbone.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.5
-    model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=63, head="linear", backbone_training="frozen")
+    model = PrismForMaskedDiffusion.from_backbone(backbone, mask_token_id=63, head_type="linear", backbone_training="frozen")
     data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8, 9, 10]] * 8})
     args = PrismTrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
                                   num_update_tokens=2, use_cpu=True, save_strategy="no")
@@ -350,7 +350,7 @@ def test_forward_on_y_skips_the_vocabulary_projection(tmp_path, skip):
 
     from prism_hf import PrismTrainer, PrismTrainingArguments
 
-    model = PrismForMaskedDiffusion.from_backbone(tiny_llada(), head="linear")
+    model = PrismForMaskedDiffusion.from_backbone(tiny_llada(), head_type="linear")
     data = Dataset.from_dict({"input_ids": [[5, 6, 7, 8, 9, 10]] * 4})
     args = PrismTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[],
                                   num_update_tokens=2, use_cpu=True, save_strategy="no", skip_unused_logits=skip)
