@@ -405,7 +405,7 @@ def _make_scheduler(method: Optional[str], scheduler_kwargs: Dict[str, Any]) -> 
     if unused:
         raise ValueError(
             f"method={method!r} does not use {', '.join(f'{k}={task[k]!r}' for k in unused)}: it sets "
-            f"{ {k: v for k, v in chosen.items()} } (see prism_hf.sampling.presets). Drop "
+            f"{chosen} (see prism_hf.sampling.presets). Drop "
             f"{'it' if len(unused) == 1 else 'them'}, or pass remasking= with the settings you want instead of method=."
         )
     return preset.scheduler(task, **{k: v for k, v in scheduler_kwargs.items() if k not in TASK_SAMPLER_FIELDS})
