@@ -149,11 +149,21 @@ def _parse_task_settings(text: str) -> Dict[str, str]:
     return settings
 
 
+def _check_no_key_twice(model_args: str, task_settings: Dict[str, str], sampler_args: Dict[str, str]) -> None:
+    """A --task_settings key also in --model_args or in a --sampler_args would reach lm-eval twice, and its parser keeps
+    the last value silently (so a method that takes the setting would run with the other value): refuse it. (A
+    --sampler_args key may repeat a --model_args one: it is that sampler's own value, given last.)"""
+    for name, given in (("--model_args", model_args), *((f"--sampler_args {rule}:...", a) for rule, a in sampler_args.items())):
+        twice = sorted(set(task_settings) & {item.partition("=")[0] for item in given.split(",") if item})
+        if twice:
+            raise ValueError(f"{twice} given in both --task_settings and {name}; give each setting once.")
+
+
 def method_model_args(method: str, task_settings: Dict[str, str]) -> str:
     """``method=NAME`` and the task settings the method uses (``PrismLM`` refuses one it would not use)."""
-    from prism_hf.sampling.presets import get_method_preset
+    from prism_hf.sampling.presets import METHOD_PRESETS
 
-    used = get_method_preset(method).scheduler_kwargs(task_settings)
+    used = METHOD_PRESETS.lookup(method).scheduler_kwargs(task_settings)
     return ",".join([f"method={method}"] + [f"{k}={v}" for k, v in task_settings.items() if used.get(k) == v])
 
 
@@ -223,7 +233,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--task_settings", default="", help="With --methods: the task's unmasking rule and PRISM's remask "
                         "counts, e.g. unmasking=random,num_remask=1; each method takes those it uses.")
     parser.add_argument("--model_args", default="", help="Shared --model_args, e.g. gen_length=256,num_inference_steps=128.")
-    parser.add_argument("--sampler_args", action="append", default=[], help="'RULE:key=value,...' for one sampler.")
+    parser.add_argument("--sampler_args", action="append", default=[], help="'RULE:key=value,...' for one sampler (or "
+                        "METHOD:... with --methods); a key also in --model_args takes this value for that sampler.")
     parser.add_argument("--limit", type=float, help="Documents per task (count or fraction).")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default=None)
@@ -241,10 +252,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         task_settings = _parse_task_settings(args.task_settings)
         methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
         if methods is not None:
-            from prism_hf.sampling.presets import get_method_preset
+            from prism_hf.sampling.presets import METHOD_PRESETS
 
             for method in methods:
-                get_method_preset(method)  # an unknown name fails before any training or evaluation
+                METHOD_PRESETS.lookup(method)  # an unknown name fails before any training or evaluation
+        _check_no_key_twice(args.model_args, task_settings, sampler_args)
     except ValueError as error:
         parser.error(str(error))
     demo = args.pretrained is None

@@ -5,6 +5,7 @@ exception", SIGABRT): with two ranks that gather and exit, about one launch in f
 and under ``accelerate launch`` that fails a run whose work had finished.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,18 +31,26 @@ _CHILD = textwrap.dedent(
     dist.all_gather(out, torch.tensor([float(rank)]))
     gathered = [None] * world if rank == 0 else None
     dist.gather_object({"rank": rank}, gathered, dst=0)
+    if os.environ.get("PRISM_TEST_RAISE"):
+        raise RuntimeError("this rank fails")
     """
 )
 
 
-def _launch(tmp_path, world: int):
+def _launch(tmp_path, world: int, env=None):
     store = tmp_path / "store"
     procs = [
         subprocess.Popen([sys.executable, "-c", _CHILD, str(rank), str(world), str(store)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, env=env)
         for rank in range(world)
     ]
-    return [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:  # a hung rank must not outlive the test
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, *out) for p, out in zip(procs, outputs)]
 
 
 def test_the_handler_destroys_the_group_before_the_interpreter_is_torn_down(tmp_path):
@@ -55,3 +64,11 @@ def test_the_handler_is_a_no_op_without_a_group():
     script = "from prism_hf.utils import distributed as d; d.destroy_process_group_at_exit(); d._destroy_default_process_group(); print('ok')"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_the_handler_leaves_the_group_alone_when_the_program_fails(tmp_path):
+    """A rank that ends in an uncaught exception exits at once: destroying an NCCL group would wait for collectives
+    that its peers never finish, so the handler does not destroy it then."""
+    for code, out, err in _launch(tmp_path, world=1, env={**os.environ, "PRISM_TEST_RAISE": "1"}):
+        assert code == 1 and "RuntimeError: this rank fails" in err, err[-2000:]
+        assert out.splitlines()[-1] == "initialised at exit: True", out

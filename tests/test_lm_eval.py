@@ -361,7 +361,9 @@ def test_model_args_are_the_scheduler_and_pipeline_signatures():
         ({"method": "vanilla", "num_remask": 2}, r"method='vanilla' does not use num_remask=2"),
         ({"method": "vanilla-margin", "unmasking": "random"}, r"method='vanilla-margin' does not use unmasking='random'"),
         ({"method": "remdm-cap", "eta": 0.1}, r"method='remdm-cap' does not use eta=0.1: it sets .*'eta': 0.04"),
-        ({"method": "prism"}, r"remasking='prism' needs a PRISM quality head"),
+        ({"method": "prism"}, r"method='prism' needs a PRISM quality head, but pretrained=.* is a plain backbone .*"
+                              r"a method that needs no head: \['vanilla', .*'confidence-remask', 'random-remask'\]"),
+        ({"method": "remdm_conf"}, r"method='remdm_conf' is not a known sampling method"),
     ],
 )
 def test_bad_model_args_fail_before_any_request(saved_models, kwargs, message):
@@ -395,6 +397,10 @@ def test_method_presets_give_the_same_sampler_as_the_evaluations_table(saved_mod
         assert dict(lm.scheduler.config) == dict(expected), method
         assert lm.get_model_info()["prism"]["method"] == method
     assert lm.scheduler.config.remasking == "prism" and lm.scheduler.config.num_remask == 2
+    with pytest.raises(ValueError, match=r"method=none is not a method .* use method=vanilla"):
+        PrismLM.create_from_arg_string(f"pretrained={saved_models['prism']},method=none", {"device": "cpu"})
+    with pytest.raises(ValueError, match=r"method=none is not a method"):
+        PrismLM.create_from_arg_obj({"pretrained": str(saved_models["prism"]), "method": None}, {"device": "cpu"})
     margin = PrismLM(pretrained=str(saved_models["backbone"]), device="cpu", mc_num=2, method="vanilla-margin")
     assert margin.scheduler.config.remasking == "none" and margin.scheduler.config.unmasking == "margin"
 
@@ -584,7 +590,11 @@ def test_compare_samplers_example_compares_named_methods(tmp_path, capsys):
     for argv, message in ((["--methods", "prism", "--samplers", "none"], "pass one"),
                           (["--task_settings", "num_remask=1"], "--task_settings goes with --methods"),
                           (["--methods", "prsim"], "method='prsim' is not a known sampling method"),
-                          (["--methods", "prism", "--task_settings", "temperature=1"], "must read KEY=VALUE")):
+                          (["--methods", "prism", "--task_settings", "temperature=1"], "must read KEY=VALUE"),
+                          (["--methods", "prism", "--task_settings", "unmasking=random", "--model_args", "unmasking=margin"],
+                           "['unmasking'] given in both --task_settings and --model_args"),
+                          (["--methods", "prism", "--task_settings", "num_remask=1", "--sampler_args", "prism:num_remask=2"],
+                           "['num_remask'] given in both --task_settings and --sampler_args prism:")):
         with pytest.raises(SystemExit):
             example.main(argv)
         assert message in capsys.readouterr().err

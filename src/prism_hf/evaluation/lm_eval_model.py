@@ -54,8 +54,8 @@ from ..modeling.families import registered_families
 from ..modeling.checkpointing import as_torch_dtype, load_backbone
 from ..modeling.modeling_prism import PrismForMaskedDiffusion
 from ..sampling.pipeline_prism import PrismPipeline, classifier_free_guidance
-from ..sampling.presets import TASK_SAMPLER_FIELDS, get_method_preset
-from ..sampling.remasking import quality_head_error
+from ..sampling.presets import METHOD_PRESETS, TASK_SAMPLER_FIELDS
+from ..sampling.remasking import REMASKING_RULES, quality_head_error
 from ..sampling.scheduling_prism import PrismScheduler
 from ..sampling.unmasking import top_per_row
 from ..utils.distributed import destroy_process_group_at_exit
@@ -398,7 +398,7 @@ def _make_scheduler(method: Optional[str], scheduler_kwargs: Dict[str, Any]) -> 
             f"method={method!r} and remasking={scheduler_kwargs['remasking']!r}: pass one (a method sets its own "
             "remasking rule; remasking= names a rule directly)."
         )
-    preset = get_method_preset(method)  # an unknown name is an error that lists the methods
+    preset = METHOD_PRESETS.lookup(method)  # an unknown name is an error that lists the methods
     task = {k: v for k, v in scheduler_kwargs.items() if k in TASK_SAMPLER_FIELDS}
     chosen = preset.scheduler_kwargs(task)
     unused = sorted(k for k, v in task.items() if k not in chosen or chosen[k] != v)
@@ -409,6 +409,21 @@ def _make_scheduler(method: Optional[str], scheduler_kwargs: Dict[str, Any]) -> 
             f"{'it' if len(unused) == 1 else 'them'}, or pass remasking= with the settings you want instead of method=."
         )
     return preset.scheduler(task, **{k: v for k, v in scheduler_kwargs.items() if k not in TASK_SAMPLER_FIELDS})
+
+
+def _check_method_word(args: Dict[str, Any]) -> None:
+    """lm-eval's --model_args parser reads the word ``none`` as None, which for ``method`` would mean no method (and
+    so the scheduler's default rule, PRISM): refuse it rather than run the wrong sampler."""
+    if "method" in args and args["method"] is None:
+        raise ValueError(
+            "method=none is not a method (lm-eval reads the word `none` as None, and without a method the sampler is "
+            "remasking=prism). For no remasking use method=vanilla (or remasking=none); for no method leave it out."
+        )
+
+
+def _methods_without_head() -> List[str]:
+    return [name for name, preset in METHOD_PRESETS.items()
+            if not REMASKING_RULES.lookup(preset.remasking).needs_quality]
 
 
 @register_model("prism")
@@ -451,11 +466,12 @@ class PrismLM(TemplateLM):
         method (`str`, *optional*): A named sampling method of [`~prism_hf.sampling.presets.METHOD_PRESETS`]
             (``prism``, ``vanilla-confidence``, ``remdm-conf``, ``confidence-remask``, ...), the same table the Sudoku,
             code and text evaluations use. The method sets the remasking rule (so ``remasking`` is not given with it)
-            and, for the vanilla baselines, the unmasking rule; ``unmasking`` and the remask counts
-            (``num_remask``, ``remask_schedule``, ``remask_budget``, ``eta``, ``step_on``, ``step_off``,
-            ``prism_loop_steps``) are the task's settings, taken by the methods that use them. One the method does
-            not use is an error, so that no setting is silently dropped. Without ``method``, ``remasking`` names a
-            rule directly and every scheduler argument applies.
+            and, for ``vanilla-confidence`` / ``-margin`` / ``-entropy`` / ``-random``, the unmasking rule;
+            ``unmasking`` and the remask counts (``num_remask``, ``remask_schedule``, ``remask_budget``, ``eta``,
+            ``step_on``, ``step_off``, ``prism_loop_steps``) are sampler settings taken by the methods that use them.
+            Such a setting that the method does not use is an error, so that none is silently dropped; ``method=none``
+            is an error too (use ``vanilla``). Without ``method``, ``remasking`` names a rule directly and every
+            scheduler argument applies.
         sampler_kwargs: Every [`PrismScheduler`] config field (``remasking``, ``unmasking``, ``remask_schedule``,
             ``num_remask``, ``block_length``, ...) and every [`PrismPipeline`] call argument other than the inputs
             and outputs (``num_inference_steps``, ``eos_early_stop``, ...). The valid names are read from the two
@@ -501,7 +517,7 @@ class PrismLM(TemplateLM):
         # (its default is a string, e.g. remasking), None can only mean the rule called "none".
         defaults = {n: p.default for n, p in inspect.signature(PrismScheduler.__init__).parameters.items()}
         sampler_kwargs = {k: "none" if v is None and isinstance(defaults.get(k), str) else v for k, v in sampler_kwargs.items()}
-        self.method = method
+        self.method = None if method is None else METHOD_PRESETS.lookup(method).name
         self.scheduler = _make_scheduler(method, {k: v for k, v in sampler_kwargs.items() if k in scheduler_names})
         self.generation_kwargs = {k: v for k, v in sampler_kwargs.items() if k not in scheduler_names}
         self.mc_sampling, self.cfg_scale, self.check_greedy = mc_sampling, float(cfg_scale), bool(check_greedy)
@@ -529,8 +545,11 @@ class PrismLM(TemplateLM):
         self.is_prism_checkpoint = isinstance(model, PrismForMaskedDiffusion)
         rule = self.scheduler.remasking_rule
         if rule.needs_quality and not hasattr(model, "quality_head"):
-            raise quality_head_error(rule.name, f"a PRISM quality head, but pretrained={self.pretrained_name!r} is a plain "
-                                                f"backbone ({type(model).__name__})")
+            plain = f"pretrained={self.pretrained_name!r} is a plain backbone ({type(model).__name__})"
+            if self.method is not None:
+                raise ValueError(f"method={self.method!r} needs a PRISM quality head, but {plain}. Use a PRISM checkpoint, "
+                                 f"or a method that needs no head: {_methods_without_head()}.")
+            raise quality_head_error(rule.name, f"a PRISM quality head, but {plain}")
         self.tokenizer = _load_tokenizer(tokenizer, pretrained, model, trust_remote_code)
         self.pipeline = PrismPipeline(model=self.model, scheduler=self.scheduler, tokenizer=self.tokenizer)
         self.pipeline.set_progress_bar_config(disable=True)
@@ -541,6 +560,18 @@ class PrismLM(TemplateLM):
         self._warned: set = set()
         self._nfe_local: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._nfe_total: Dict[str, Dict[str, int]] = {}
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: Optional[Dict[str, Any]] = None) -> "PrismLM":
+        from lm_eval.utils import simple_parse_args_string
+
+        _check_method_word(simple_parse_args_string(arg_string))
+        return super().create_from_arg_string(arg_string, additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: Dict[str, Any], additional_config: Optional[Dict[str, Any]] = None) -> "PrismLM":
+        _check_method_word(arg_dict)
+        return super().create_from_arg_obj(arg_dict, additional_config)
 
     # ----- lm-eval's interface: processes ------------------------------------------------------------------------
     @property
