@@ -85,7 +85,7 @@ def test_evaluate_rejects_a_checkpoint_for_another_grid_size(demo_dir, tmp_path,
     assert "is a 4x4 Sudoku model but puzzles=" in capsys.readouterr().err
 
 
-def test_finetune_takes_recipe_overrides(demo_dir, tmp_path, monkeypatch):
+def test_finetune_takes_recipe_overrides(demo_dir, tmp_path, monkeypatch, capsys):
     import prism_hf.trainer
 
     seen = {}
@@ -107,6 +107,8 @@ def test_finetune_takes_recipe_overrides(demo_dir, tmp_path, monkeypatch):
     args = seen["args"]
     assert (args.num_proposals, args.proposal_temperature, args.num_update_tokens, args.mdm_loss_weight) == (2, 2.5, 12, 5.0)
     assert json.loads((out / "config.json").read_text())["head_type"] == "linear"
+    printed = capsys.readouterr().out  # where the fine-tuning settings came from, said before the run
+    assert f"k=12, n_y=2, proposal temperature 2.5, lambda=5.0, head_type=linear (from {demo_dir / 'backbone' / 'sudoku_recipe.json'}" in printed
 
 
 def test_finetune_rejects_a_backbone_for_another_grid_size(demo_dir, tmp_path, capsys):

@@ -263,11 +263,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from .recipes import SudokuRecipe
     from .train import finetune
 
-    recipe = _recipe(args)
+    recipe, source = _recipe(args), f"--recipe {args.recipe}"
     if args.size is None and os.path.isfile(os.path.join(args.backbone, "sudoku_recipe.json")):
         # The backbone's grid and architecture come from its own recipe; the command line overrides the rest.
         recipe = _recipe(args, base=SudokuRecipe.load(args.backbone))
+        source = os.path.join(args.backbone, "sudoku_recipe.json")
     check_output_dir(args.output_dir, "--output-dir")
+    # Said before the run: a backbone of an older version keeps that version's fine-tuning settings (docs/sudoku.md).
+    print(f"fine-tuning: {recipe.finetune_steps} steps x {recipe.finetune_batch_size}, lr {recipe.finetune_learning_rate}, "
+          f"k={recipe.num_update_tokens}, n_y={recipe.num_proposals}, proposal temperature {recipe.proposal_temperature}, "
+          f"lambda={recipe.mdm_loss_weight}, head_type={recipe.head_type} (from {source}; flags override single fields)")
     path = finetune(recipe, args.backbone, args.output_dir, show_progress=not args.no_progress)
     print(f"PRISM checkpoint saved to {path}")
     return 0
