@@ -15,9 +15,9 @@ Named methods instead of rules (the preset table of the Sudoku, code and text ev
 each method takes the ones it uses (PRISM and the same-count baselines ``confidence-remask`` / ``random-remask`` take
 the counts, a ``vanilla-*`` baseline its own unmasking rule):
 
-    python examples/compare_samplers_lm_eval.py --pretrained runs/prism-llada-code --tasks gsm8k \
-        --model_args gen_length=256,block_length=32,num_inference_steps=128 --batch_size 8 --limit 200 \
-        --methods vanilla-confidence,remdm-conf,confidence-remask,prism \
+    python examples/compare_samplers_lm_eval.py --pretrained runs/prism-llada-code --tasks gsm8k \\
+        --model_args gen_length=256,block_length=32,num_inference_steps=128 --batch_size 8 --limit 200 \\
+        --methods vanilla-confidence,remdm-conf,confidence-remask,prism \\
         --task_settings unmasking=confidence,remask_schedule=budget,remask_budget=12
 
 Offline demo (no argument): writes a local task (sort six digits), trains a tiny LLaDA-shaped model and its PRISM
